@@ -210,7 +210,7 @@ absl::StatusOr<Certificate> Certificate::FromPem(absl::string_view pem) {
   PEM_write_bio_X509(out.get(), x.get());
   return Certificate(std::move(serial), Asn1TimeToAbsl(X509_get0_notBefore(x.get())),
                      Asn1TimeToAbsl(X509_get0_notAfter(x.get())), RsaPublicKey(Share(std::move(key))),
-                     BioToString(name_bio.get()), X509_check_ca(x.get()) != 0, BioToString(out.get()));
+                     BioToString(name_bio.get()), (X509_get_extension_flags(x.get()) & EXFLAG_CA) != 0, BioToString(out.get()));
 }
 
 absl::StatusOr<std::string> IssueCertificate(const CertificateSpec& spec, const RsaPublicKey& subject_key,

@@ -1,0 +1,109 @@
+#include "server/wechatpay/error.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/cord.h"
+
+namespace palmgate::wechatpay {
+namespace {
+
+constexpr absl::string_view kPayloadUrl = "type.palmgate.dev/palmgate.wechatpay.UpstreamError";
+
+struct ReasonEntry {
+  ErrorReason reason;
+  absl::string_view name;
+};
+
+constexpr ReasonEntry kReasons[] = {
+    {ErrorReason::kUnspecified, "REASON_UNSPECIFIED"},
+    {ErrorReason::kInvalidOpenid, "INVALID_OPENID"},
+    {ErrorReason::kInvalidOrganizationId, "INVALID_ORGANIZATION_ID"},
+    {ErrorReason::kUpstreamParamError, "UPSTREAM_PARAM_ERROR"},
+    {ErrorReason::kUpstreamInvalidRequest, "UPSTREAM_INVALID_REQUEST"},
+    {ErrorReason::kUpstreamSignatureRejected, "UPSTREAM_SIGNATURE_REJECTED"},
+    {ErrorReason::kMerchantNotAuthorized, "MERCHANT_NOT_AUTHORIZED"},
+    {ErrorReason::kUpstreamNotFound, "UPSTREAM_NOT_FOUND"},
+    {ErrorReason::kUpstreamRateLimited, "UPSTREAM_RATE_LIMITED"},
+    {ErrorReason::kUpstreamError, "UPSTREAM_ERROR"},
+    {ErrorReason::kUpstreamUnavailable, "UPSTREAM_UNAVAILABLE"},
+    {ErrorReason::kUpstreamTimeout, "UPSTREAM_TIMEOUT"},
+    {ErrorReason::kUpstreamAccepted, "UPSTREAM_ACCEPTED_NOT_PROCESSED"},
+    {ErrorReason::kResponseSignatureMissing, "RESPONSE_SIGNATURE_MISSING"},
+    {ErrorReason::kResponseTimestampInvalid, "RESPONSE_TIMESTAMP_INVALID"},
+    {ErrorReason::kResponseTimestampSkew, "RESPONSE_TIMESTAMP_SKEW"},
+    {ErrorReason::kUnknownWechatpaySerial, "UNKNOWN_WECHATPAY_SERIAL"},
+    {ErrorReason::kResponseSignatureProbe, "RESPONSE_SIGNATURE_PROBE"},
+    {ErrorReason::kResponseSignatureMalformed, "RESPONSE_SIGNATURE_MALFORMED"},
+    {ErrorReason::kResponseSignatureInvalid, "RESPONSE_SIGNATURE_INVALID"},
+    {ErrorReason::kUpstreamMalformedResponse, "UPSTREAM_MALFORMED_RESPONSE"},
+    {ErrorReason::kResponseTooLarge, "UPSTREAM_RESPONSE_TOO_LARGE"},
+    {ErrorReason::kCancelled, "CANCELLED"},
+    {ErrorReason::kConfiguration, "GATEWAY_MISCONFIGURED"},
+    {ErrorReason::kInternal, "INTERNAL"},
+};
+
+}  // namespace
+
+absl::string_view ReasonName(ErrorReason reason) {
+  for (const auto& e : kReasons) {
+    if (e.reason == reason) return e.name;
+  }
+  return "REASON_UNSPECIFIED";
+}
+
+bool UpstreamError::operator==(const UpstreamError& o) const {
+  return reason == o.reason && http_status == o.http_status && wechatpay_code == o.wechatpay_code &&
+         wechatpay_message == o.wechatpay_message && detail_json == o.detail_json &&
+         request_id == o.request_id && serial == o.serial && field == o.field &&
+         retry_after == o.retry_after;
+}
+
+absl::Status MakeError(absl::StatusCode code, absl::string_view message, UpstreamError error) {
+  absl::Status status(code, message);
+  nlohmann::json j = {
+      {"reason", static_cast<int>(error.reason)},
+      {"http_status", error.http_status},
+      {"wechatpay_code", error.wechatpay_code},
+      {"wechatpay_message", error.wechatpay_message},
+      {"detail_json", error.detail_json},
+      {"request_id", error.request_id},
+      {"serial", error.serial},
+      {"field", error.field},
+      {"retry_after_ms", absl::ToInt64Milliseconds(error.retry_after)},
+  };
+  // Invalid UTF-8 from upstream must not make the serialiser throw.
+  status.SetPayload(kPayloadUrl,
+                    absl::Cord(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+  return status;
+}
+
+absl::Status MakeError(absl::StatusCode code, ErrorReason reason, absl::string_view message) {
+  UpstreamError e;
+  e.reason = reason;
+  return MakeError(code, message, std::move(e));
+}
+
+std::optional<UpstreamError> GetUpstreamError(const absl::Status& status) {
+  auto payload = status.GetPayload(kPayloadUrl);
+  if (!payload.has_value()) return std::nullopt;
+  nlohmann::json j = nlohmann::json::parse(std::string(*payload), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return std::nullopt;
+  UpstreamError e;
+  e.reason = static_cast<ErrorReason>(j.value("reason", 0));
+  e.http_status = j.value("http_status", 0);
+  e.wechatpay_code = j.value("wechatpay_code", "");
+  e.wechatpay_message = j.value("wechatpay_message", "");
+  e.detail_json = j.value("detail_json", "");
+  e.request_id = j.value("request_id", "");
+  e.serial = j.value("serial", "");
+  e.field = j.value("field", "");
+  e.retry_after = absl::Milliseconds(j.value("retry_after_ms", int64_t{0}));
+  return e;
+}
+
+ErrorReason GetReason(const absl::Status& status) {
+  std::optional<UpstreamError> e = GetUpstreamError(status);
+  return e.has_value() ? e->reason : ErrorReason::kUnspecified;
+}
+
+}  // namespace palmgate::wechatpay

@@ -1,0 +1,74 @@
+#include "server/wechatpay/error_mapping.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace palmgate::wechatpay {
+namespace {
+
+constexpr size_t kMaxKeptText = 512;  // bound what an error body can put in a status
+
+std::string Bounded(std::string s) {
+  if (s.size() > kMaxKeptText) s.resize(kMaxKeptText);
+  return s;
+}
+
+absl::Duration RetryAfter(const HttpResponse& response) {
+  int64_t seconds = 0;
+  if (auto v = response.headers.Get("Retry-After"); v.has_value() && absl::SimpleAtoi(*v, &seconds) &&
+                                                      seconds > 0 && seconds <= 3600) {
+    return absl::Seconds(seconds);
+  }
+  return absl::Seconds(1);
+}
+
+}  // namespace
+
+MappedError MapHttpError(int http_status, absl::string_view wechatpay_code) {
+  using C = absl::StatusCode;
+  using R = ErrorReason;
+  if (http_status == 400) {
+    if (wechatpay_code == "PARAM_ERROR") return {C::kInvalidArgument, R::kUpstreamParamError};
+    return {C::kFailedPrecondition, R::kUpstreamInvalidRequest};
+  }
+  if (http_status == 401) return {C::kInternal, R::kUpstreamSignatureRejected};
+  if (http_status == 403) return {C::kPermissionDenied, R::kMerchantNotAuthorized};
+  if (http_status == 404) return {C::kNotFound, R::kUpstreamNotFound};
+  if (http_status == 429) return {C::kResourceExhausted, R::kUpstreamRateLimited};
+  if (http_status == 202) return {C::kUnavailable, R::kUpstreamAccepted};
+  if (http_status >= 500 && http_status <= 599) return {C::kUnavailable, R::kUpstreamUnavailable};
+  if (http_status >= 400 && http_status <= 499) return {C::kInternal, R::kUpstreamError};
+  // 1xx, 3xx or nonsense: not WeChat Pay's API talking (a proxy, a redirect).
+  return {C::kUnavailable, R::kUpstreamError};
+}
+
+absl::Status ClassifyHttpStatus(const HttpResponse& response) {
+  if (response.status >= 200 && response.status <= 299 && response.status != 202) return absl::OkStatus();
+  UpstreamError e;
+  e.http_status = response.status;
+  e.request_id = Bounded(std::string(response.headers.GetOrEmpty("Request-ID")));
+  nlohmann::json body = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_object()) {
+    if (auto it = body.find("code"); it != body.end() && it->is_string()) {
+      e.wechatpay_code = Bounded(it->get<std::string>());
+    }
+    if (auto it = body.find("message"); it != body.end() && it->is_string()) {
+      e.wechatpay_message = Bounded(it->get<std::string>());
+    }
+    if (auto it = body.find("detail"); it != body.end() && !it->is_null()) {
+      e.detail_json = Bounded(it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    }
+  }
+  MappedError m = MapHttpError(response.status, e.wechatpay_code);
+  e.reason = m.reason;
+  if (m.code == absl::StatusCode::kUnavailable || m.code == absl::StatusCode::kResourceExhausted) {
+    e.retry_after = RetryAfter(response);
+  }
+  std::string message = absl::StrCat("wechatpay: http ", response.status);
+  if (!e.wechatpay_code.empty()) absl::StrAppend(&message, " ", e.wechatpay_code);
+  return MakeError(m.code, message, std::move(e));
+}
+
+}  // namespace palmgate::wechatpay

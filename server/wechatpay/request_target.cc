@@ -1,0 +1,108 @@
+#include "server/wechatpay/request_target.h"
+
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/wechatpay/error.h"
+
+namespace palmgate::wechatpay {
+namespace {
+
+bool IsUnreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
+}
+
+absl::Status FieldError(ErrorReason reason, absl::string_view field, absl::string_view problem) {
+  UpstreamError e;
+  e.reason = reason;
+  e.field = std::string(field);
+  return MakeError(absl::StatusCode::kInvalidArgument, absl::StrCat(field, ": ", problem), std::move(e));
+}
+
+absl::Status ValidateField(absl::string_view value, absl::string_view field, size_t max_bytes,
+                           ErrorReason reason) {
+  if (value.empty()) return FieldError(reason, field, "must not be empty");
+  if (value.size() > max_bytes) {
+    return FieldError(reason, field, absl::StrCat("is ", value.size(), " bytes; at most ", max_bytes, " allowed"));
+  }
+  if (!IsValidUtf8(value)) return FieldError(reason, field, "is not valid UTF-8");
+  for (unsigned char c : value) {
+    if (c < 0x20 || c == 0x7f) return FieldError(reason, field, "contains a control character");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string PercentEncode(absl::string_view value) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(value.size());
+  for (unsigned char c : value) {
+    if (IsUnreserved(c)) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+bool IsValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+absl::Status ValidateOpenid(absl::string_view openid) {
+  return ValidateField(openid, "openid", kMaxOpenidBytes, ErrorReason::kInvalidOpenid);
+}
+
+absl::Status ValidateOrganizationId(absl::string_view organization_id) {
+  return ValidateField(organization_id, "organization_id", kMaxOrganizationIdBytes,
+                       ErrorReason::kInvalidOrganizationId);
+}
+
+absl::StatusOr<std::string> AuthorizationQueryTarget(absl::string_view openid,
+                                                     absl::string_view organization_id) {
+  PALMGATE_RETURN_IF_ERROR(ValidateOpenid(openid));
+  PALMGATE_RETURN_IF_ERROR(ValidateOrganizationId(organization_id));
+  return absl::StrCat("/v3/palmservice/authorization/openid/", PercentEncode(openid),
+                      "?organization_id=", PercentEncode(organization_id));
+}
+
+}  // namespace palmgate::wechatpay

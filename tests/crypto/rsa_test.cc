@@ -1,0 +1,146 @@
+#include "server/crypto/rsa.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/crypto/base64.h"
+#include "tests/testing/test_matchers.h"
+#include "tests/testing/testdata.h"
+
+namespace palmgate::crypto {
+namespace {
+
+using ::palmgate::testing::IsOk;
+using ::palmgate::testing::IsOkAndHolds;
+using ::palmgate::testing::ReadTestData;
+using ::palmgate::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// vectors.md V1: wechatpay-go utils/sign_test.go.
+constexpr char kV1Signature[] =
+    "BKyAfU4iMCuvXMXS0Wzam3V/cnxZ+JaqigPM5OhljS2iOT95OO6Fsuml2JkFANJU9K6q9bLlDhPXuoVz+pp4hAm6pHU4ld815U4jsKu1Rky"
+    "aII+1CYBUYC8TK0XtJ8FwUXXz8vZHh58rrAVN1XwNyvD1vfpxrMT4SL536GLwvpUHlCqIMzoZUguLli/K8V29QiOhuH6IEqLNJn8e9b3nwN"
+    "cQ7be3CzYGpDAKBfDGPCqCv8Rw5zndhlffk2FEA70G4hvMwe51qMN/RAJbknXG23bSlObuTCN7Ndj1aJGH6/L+hdwfLpUtJm4QYVazzW7DFD"
+    "27EpSQEqA8bX9+8m1rLg==";
+
+TEST(RsaPrivateKeyTest, SignsV1KnownAnswer) {
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey key, RsaPrivateKey::FromPem(ReadTestData("vectors/go_key.pem")));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(std::string sig, key.SignSha256("source"));
+  EXPECT_EQ(Base64Encode(sig), kV1Signature);
+}
+
+TEST(RsaPrivateKeyTest, Pkcs1AndPkcs8GiveTheSameSignature) {
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey pkcs1, RsaPrivateKey::FromPem(ReadTestData("keys/go_key_pkcs1.pem")));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(std::string sig, pkcs1.SignSha256("source"));
+  EXPECT_EQ(Base64Encode(sig), kV1Signature);
+}
+
+TEST(RsaPublicKeyTest, VerifiesV1WithPublicKeyAndCertificate) {
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPublicKey pub, RsaPublicKey::FromPem(ReadTestData("vectors/go_pub.pem")));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(Certificate cert, Certificate::FromPem(ReadTestData("vectors/go_cert.pem")));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPublicKey pkcs1, RsaPublicKey::FromPem(ReadTestData("keys/go_pub_pkcs1.pem")));
+  EXPECT_EQ(cert.serial(), "F5765756002FDD77");
+  EXPECT_TRUE(pub.Equals(cert.public_key()));
+  EXPECT_TRUE(pub.Equals(pkcs1));
+  const std::string sig = *Base64Decode(kV1Signature);
+  const RsaPublicKey* keys[] = {&pub, &cert.public_key(), &pkcs1};
+  for (const RsaPublicKey* k : keys) {
+    EXPECT_THAT(k->VerifySha256("source", sig), IsOkAndHolds(true));
+    EXPECT_THAT(k->VerifySha256("wrong source", sig), IsOkAndHolds(false));
+    EXPECT_THAT(k->VerifySha256("", sig), IsOkAndHolds(false));
+    EXPECT_THAT(k->VerifySha256("source", ""), IsOkAndHolds(false));
+  }
+}
+
+TEST(RsaPublicKeyTest, RejectsEveryFlippedBitAndTruncation) {
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPublicKey pub, RsaPublicKey::FromPem(ReadTestData("vectors/go_pub.pem")));
+  const std::string sig = *Base64Decode(kV1Signature);
+  for (size_t byte = 0; byte < sig.size(); byte += 17) {
+    for (int bit = 0; bit < 8; bit += 3) {
+      std::string bad = sig;
+      bad[byte] = static_cast<char>(bad[byte] ^ (1 << bit));
+      EXPECT_THAT(pub.VerifySha256("source", bad), IsOkAndHolds(false)) << byte << ":" << bit;
+    }
+  }
+  EXPECT_THAT(pub.VerifySha256("source", sig.substr(0, sig.size() - 1)), IsOkAndHolds(false));
+  EXPECT_THAT(pub.VerifySha256("source", sig + "x"), IsOkAndHolds(false));
+}
+
+TEST(RsaPrivateKeyTest, GeneratedKeyRoundTrips) {
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey key, RsaPrivateKey::Generate());
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey again, RsaPrivateKey::FromPem(key.ToPkcs8Pem()));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPublicKey pub, RsaPublicKey::FromPem(key.PublicKey().ToPem()));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(std::string sig, again.SignSha256("palmgate"));
+  EXPECT_THAT(pub.VerifySha256("palmgate", sig), IsOkAndHolds(true));
+}
+
+TEST(RsaPrivateKeyTest, RefusesWhatIsNotAnRsa2048PrivateKey) {
+  EXPECT_THAT(RsaPrivateKey::FromPem(ReadTestData("keys/rsa1024_key.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RSA-1024")));
+  EXPECT_THAT(RsaPrivateKey::FromPem(ReadTestData("keys/rsa3072_key.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RSA-3072")));
+  EXPECT_THAT(RsaPrivateKey::FromPem(ReadTestData("keys/ec_key.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an RSA key")));
+  EXPECT_THAT(RsaPrivateKey::FromPem(ReadTestData("vectors/go_cert.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("found a certificate")));
+  EXPECT_THAT(RsaPrivateKey::FromPem(ReadTestData("vectors/go_pub.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("found a public key")));
+  EXPECT_THAT(RsaPrivateKey::FromPem(ReadTestData("keys/go_key_encrypted.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("encrypted")));
+  EXPECT_THAT(RsaPrivateKey::FromPem("hello"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no PEM private key")));
+  EXPECT_THAT(RsaPrivateKey::FromPem(""), StatusIs(absl::StatusCode::kInvalidArgument));
+  std::string truncated = ReadTestData("vectors/go_key.pem");
+  truncated.resize(truncated.size() / 2);
+  EXPECT_THAT(RsaPrivateKey::FromPem(truncated), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(RsaPublicKeyTest, RefusesWhatIsNotAnRsa2048PublicKey) {
+  EXPECT_THAT(RsaPublicKey::FromPem(ReadTestData("keys/rsa1024_pub.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RSA-1024")));
+  EXPECT_THAT(RsaPublicKey::FromPem(ReadTestData("keys/ec_pub.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an RSA key")));
+  EXPECT_THAT(RsaPublicKey::FromPem(ReadTestData("vectors/go_cert.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("found a certificate")));
+  EXPECT_THAT(RsaPublicKey::FromPem(ReadTestData("vectors/go_key.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("found a private key")));
+}
+
+TEST(CertificateTest, ReadsSerialValidityAndKey) {
+  PALMGATE_ASSERT_OK_AND_ASSIGN(Certificate cert,
+                                Certificate::FromPem(ReadTestData("vectors/java_wechat_pay_certificate.pem")));
+  EXPECT_EQ(cert.serial(), "440024045C4A427599D09BB4E3DE0279F2E813FD");
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPublicKey pub,
+                                RsaPublicKey::FromPem(ReadTestData("vectors/java_wechat_pay_public_key.pem")));
+  EXPECT_TRUE(cert.public_key().Equals(pub));
+  EXPECT_LT(cert.not_before(), cert.not_after());
+  EXPECT_EQ(absl::FormatTime("%Y-%m-%d", cert.not_before(), absl::UTCTimeZone()), "2022-05-10");
+  EXPECT_TRUE(cert.is_ca());  // the SDK test certificate is self-signed with CA:TRUE
+  PALMGATE_ASSERT_OK_AND_ASSIGN(Certificate merchant,
+                                Certificate::FromPem(ReadTestData("vectors/java_merchant_certificate.pem")));
+  EXPECT_EQ(merchant.serial(), "5F1C72E2A8931B72A2E13AF8DEE92471EB397115");
+}
+
+TEST(CertificateTest, IssuesACertificateChain) {
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey ca_key, RsaPrivateKey::Generate());
+  CertificateSpec ca_spec;
+  ca_spec.common_name = "test CA";
+  ca_spec.is_ca = true;
+  ca_spec.not_before = absl::Now() - absl::Hours(1);
+  ca_spec.not_after = absl::Now() + absl::Hours(24);
+  PALMGATE_ASSERT_OK_AND_ASSIGN(std::string ca_pem, IssueCertificate(ca_spec, ca_key.PublicKey(), ca_key, nullptr));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(Certificate ca, Certificate::FromPem(ca_pem));
+  EXPECT_TRUE(ca.is_ca());
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey leaf_key, RsaPrivateKey::Generate());
+  CertificateSpec leaf_spec = ca_spec;
+  leaf_spec.is_ca = false;
+  leaf_spec.common_name = "leaf";
+  leaf_spec.serial_hex = "00ABCDEF0123";
+  PALMGATE_ASSERT_OK_AND_ASSIGN(std::string leaf_pem, IssueCertificate(leaf_spec, leaf_key.PublicKey(), ca_key, &ca));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(Certificate leaf, Certificate::FromPem(leaf_pem));
+  EXPECT_EQ(leaf.serial(), "ABCDEF0123");
+  EXPECT_FALSE(leaf.is_ca());
+  EXPECT_TRUE(leaf.public_key().Equals(leaf_key.PublicKey()));
+  EXPECT_EQ(ca.serial().size(), 40u);
+}
+
+}  // namespace
+}  // namespace palmgate::crypto
