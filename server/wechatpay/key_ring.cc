@@ -15,7 +15,9 @@ constexpr absl::string_view kPublicKeyIdPrefix = "PUB_KEY_ID_";
 // Certificate serials are hexadecimal numbers (the Java SDK compares them as
 // integers); public key ids are opaque strings.
 std::string Normalise(absl::string_view serial) {
-  if (absl::StartsWith(serial, kPublicKeyIdPrefix)) return std::string(serial);
+  const bool hex = std::all_of(serial.begin(), serial.end(),
+                               [](char c) { return absl::ascii_isxdigit(static_cast<unsigned char>(c)); });
+  if (!hex || absl::StartsWith(serial, kPublicKeyIdPrefix)) return std::string(serial);
   std::string s = absl::AsciiStrToUpper(serial);
   size_t zeros = 0;
   while (zeros + 1 < s.size() && s[zeros] == '0') ++zeros;

@@ -89,7 +89,12 @@ bool IsValidUtf8(absl::string_view s) {
 }
 
 absl::Status ValidateOpenid(absl::string_view openid) {
-  return ValidateField(openid, "openid", kMaxOpenidBytes, ErrorReason::kInvalidOpenid);
+  PALMGATE_RETURN_IF_ERROR(ValidateField(openid, "openid", kMaxOpenidBytes, ErrorReason::kInvalidOpenid));
+  // "." and ".." are dot-segments: HTTP stacks may resolve them and call another path.
+  if (openid == "." || openid == "..") {
+    return FieldError(ErrorReason::kInvalidOpenid, "openid", "must not be a dot-segment (\".\" or \"..\")");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateOrganizationId(absl::string_view organization_id) {

@@ -33,7 +33,8 @@ bool IsValidUtf8(absl::string_view value);
 // Checks one request field: non-empty, at most `max_bytes` bytes, valid UTF-8,
 // no control characters (U+0000–U+001F, U+007F). kInvalidArgument with an
 // UpstreamError payload whose reason is kInvalidOpenid or kInvalidOrganizationId
-// and whose `field` names the field.
+// and whose `field` names the field. An openid of "." or ".." is refused too:
+// a dot-segment could be resolved away by an HTTP stack on the way.
 absl::Status ValidateOpenid(absl::string_view openid);
 absl::Status ValidateOrganizationId(absl::string_view organization_id);
 

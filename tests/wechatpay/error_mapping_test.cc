@@ -1,0 +1,118 @@
+#include "server/wechatpay/error_mapping.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_matchers.h"
+
+namespace palmgate::wechatpay {
+namespace {
+
+using ::palmgate::testing::IsOk;
+
+struct Row {
+  int http;
+  const char* code;
+  absl::StatusCode status;
+  ErrorReason reason;
+  const char* reason_name;
+};
+
+// anchors.md C.2, one row per upstream outcome.
+constexpr Row kTable[] = {
+    {400, "PARAM_ERROR", absl::StatusCode::kInvalidArgument, ErrorReason::kUpstreamParamError, "UPSTREAM_PARAM_ERROR"},
+    {400, "INVALID_REQUEST", absl::StatusCode::kFailedPrecondition, ErrorReason::kUpstreamInvalidRequest,
+     "UPSTREAM_INVALID_REQUEST"},
+    {401, "SIGN_ERROR", absl::StatusCode::kInternal, ErrorReason::kUpstreamSignatureRejected,
+     "UPSTREAM_SIGNATURE_REJECTED"},
+    {403, "NO_AUTH", absl::StatusCode::kPermissionDenied, ErrorReason::kMerchantNotAuthorized,
+     "MERCHANT_NOT_AUTHORIZED"},
+    {404, "NOT_FOUND", absl::StatusCode::kNotFound, ErrorReason::kUpstreamNotFound, "UPSTREAM_NOT_FOUND"},
+    {404, "RESOURCE_NOT_EXISTS", absl::StatusCode::kNotFound, ErrorReason::kUpstreamNotFound, "UPSTREAM_NOT_FOUND"},
+    {429, "RATELIMIT_EXCEEDED", absl::StatusCode::kResourceExhausted, ErrorReason::kUpstreamRateLimited,
+     "UPSTREAM_RATE_LIMITED"},
+    {429, "FREQUENCY_LIMITED", absl::StatusCode::kResourceExhausted, ErrorReason::kUpstreamRateLimited,
+     "UPSTREAM_RATE_LIMITED"},
+    {405, "", absl::StatusCode::kInternal, ErrorReason::kUpstreamError, "UPSTREAM_ERROR"},
+    {500, "SYSTEM_ERROR", absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable, "UPSTREAM_UNAVAILABLE"},
+    {502, "", absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable, "UPSTREAM_UNAVAILABLE"},
+    {503, "SERVICE_UNAVAILABLE", absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
+     "UPSTREAM_UNAVAILABLE"},
+    {202, "", absl::StatusCode::kUnavailable, ErrorReason::kUpstreamAccepted, "UPSTREAM_ACCEPTED_NOT_PROCESSED"},
+    {302, "", absl::StatusCode::kUnavailable, ErrorReason::kUpstreamError, "UPSTREAM_ERROR"},
+};
+
+TEST(ErrorMappingTest, MapsEveryRowOfTheTable) {
+  for (const Row& row : kTable) {
+    HttpResponse r;
+    r.status = row.http;
+    r.headers.Add("Request-ID", "RID");
+    r.body = std::string(R"({"code":")") + row.code + R"(","message":"m","detail":{"field":"openid"}})";
+    absl::Status s = ClassifyHttpStatus(r);
+    EXPECT_EQ(s.code(), row.status) << row.http << " " << row.code;
+    auto e = GetUpstreamError(s);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->reason, row.reason) << row.http << " " << row.code;
+    EXPECT_EQ(ReasonName(e->reason), row.reason_name);
+    EXPECT_EQ(e->http_status, row.http);
+    EXPECT_EQ(e->request_id, "RID");
+    EXPECT_EQ(e->wechatpay_code, row.code);
+    EXPECT_EQ(e->detail_json, R"({"field":"openid"})");
+    const bool retryable = row.status == absl::StatusCode::kUnavailable ||
+                           row.status == absl::StatusCode::kResourceExhausted;
+    EXPECT_EQ(e->retry_after > absl::ZeroDuration(), retryable) << row.http;
+  }
+}
+
+TEST(ErrorMappingTest, SuccessIsOk) {
+  for (int status : {200, 204}) {
+    HttpResponse r;
+    r.status = status;
+    EXPECT_THAT(ClassifyHttpStatus(r), IsOk());
+  }
+}
+
+TEST(ErrorMappingTest, ToleratesHtmlAndEmptyBodiesAndUsesRetryAfter) {
+  HttpResponse r;
+  r.status = 502;
+  r.body = "<html><body>Bad Gateway</body></html>";
+  r.headers.Add("Retry-After", "7");
+  absl::Status s = ClassifyHttpStatus(r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetUpstreamError(s)->wechatpay_code, "");
+  EXPECT_EQ(GetUpstreamError(s)->retry_after, absl::Seconds(7));
+  r.status = 429;
+  r.body = "";
+  EXPECT_EQ(ClassifyHttpStatus(r).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(ErrorMappingTest, SignErrorKeepsNestedDetail) {
+  HttpResponse r;
+  r.status = 401;
+  r.body =
+      R"({"code":"SIGN_ERROR","detail":{"detail":{"issue":"sign not match"},"field":"signature","location":"authorization"},"message":"错误的签名，验签失败"})";
+  auto e = GetUpstreamError(ClassifyHttpStatus(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->wechatpay_message, "错误的签名，验签失败");
+  EXPECT_THAT(e->detail_json, ::testing::HasSubstr("sign not match"));
+}
+
+TEST(ErrorTest, PayloadRoundTripsAndSurvivesInvalidUtf8) {
+  UpstreamError e;
+  e.reason = ErrorReason::kUpstreamRateLimited;
+  e.http_status = 429;
+  e.wechatpay_code = "FREQUENCY_LIMITED";
+  e.wechatpay_message = "bad \xff utf8";
+  e.request_id = "RID";
+  e.retry_after = absl::Seconds(3);
+  absl::Status s = MakeError(absl::StatusCode::kResourceExhausted, "rate limited", e);
+  auto back = GetUpstreamError(s);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->reason, e.reason);
+  EXPECT_EQ(back->retry_after, absl::Seconds(3));
+  EXPECT_EQ(back->request_id, "RID");
+  EXPECT_FALSE(GetUpstreamError(absl::OkStatus()).has_value());
+  EXPECT_EQ(GetReason(absl::InternalError("plain")), ErrorReason::kUnspecified);
+}
+
+}  // namespace
+}  // namespace palmgate::wechatpay
