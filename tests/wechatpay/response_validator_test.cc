@@ -98,6 +98,16 @@ TEST_F(ResponseValidatorTest, BuildsD3VerifyMessage) {
   EXPECT_EQ(msg, absl::StrCat("1722850421\nd824f2e086d3c1df967785d13fcd22ef\n", kD3Body, "\n"));
 }
 
+TEST_F(ResponseValidatorTest, BuildsV3VerifyMessagesOfGoAndJavaSdks) {
+  // vectors.md V3: wechatpay-go validator_test.go and wechatpay-java WechatPay2ValidatorTest.java.
+  EXPECT_EQ(BuildResponseVerifyMessage("1624523846", "NONCE1234567890", "BODY"), "1624523846\nNONCE1234567890\nBODY\n");
+  EXPECT_EQ(BuildResponseVerifyMessage("1624523846", "NONCE1234567890", ""), "1624523846\nNONCE1234567890\n\n");
+  EXPECT_EQ(BuildResponseVerifyMessage("1652750623", "nonce", "body"), "1652750623\nnonce\nbody\n");
+  EXPECT_EQ(BuildResponseVerifyMessage("1722850421", "d824f2e086d3c1df967785d13fcd22ef",
+                                       R"({"code_url":"weixin://wxpay/bizpayurl?pr=JyC91EIz1"})"),
+            "1722850421\nd824f2e086d3c1df967785d13fcd22ef\n{\"code_url\":\"weixin://wxpay/bizpayurl?pr=JyC91EIz1\"}\n");
+}
+
 TEST_F(ResponseValidatorTest, AcceptsD3InCertificateModePublicKeyModeAndMixedMode) {
   KeyRing::Builder cert_only;
   ASSERT_THAT(cert_only.AddCertificatePem(ReadTestData("vectors/java_wechat_pay_certificate.pem")), IsOk());

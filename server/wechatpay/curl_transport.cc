@@ -1,0 +1,343 @@
+#include "server/wechatpay/curl_transport.h"
+
+#include <curl/curl.h>
+#include <openssl/opensslv.h>
+
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/wechatpay/error.h"
+
+namespace palmgate::wechatpay {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+constexpr size_t kMaxHeaderBytes = 64 * 1024;
+
+struct CurlEasyDeleter {
+  void operator()(CURL* h) const { curl_easy_cleanup(h); }
+};
+struct CurlMultiDeleter {
+  void operator()(CURLM* h) const { curl_multi_cleanup(h); }
+};
+struct CurlSlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+using CurlPtr = std::unique_ptr<CURL, CurlEasyDeleter>;
+using CurlMultiPtr = std::unique_ptr<CURLM, CurlMultiDeleter>;
+using CurlHeaders = std::unique_ptr<curl_slist, CurlSlistDeleter>;
+
+absl::Status TransportError(absl::StatusCode code, ErrorReason reason, std::string message) {
+  UpstreamError e;
+  e.reason = reason;
+  if (code == absl::StatusCode::kUnavailable) e.retry_after = absl::Seconds(1);
+  return MakeError(code, message, std::move(e));
+}
+
+// Maps a failed transfer to a Status (google-cloud-cpp's AsStatus shape).
+absl::Status AsStatus(CURLcode code, const char* error_buffer) {
+  std::string detail = error_buffer != nullptr && error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code);
+  switch (code) {
+    case CURLE_OPERATION_TIMEDOUT:
+      return TransportError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
+                            absl::StrCat("upstream: timed out (", detail, ")"));
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+      return TransportError(absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
+                            absl::StrCat("upstream: tls: ", detail));
+    default:
+      return TransportError(absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
+                            absl::StrCat("upstream: ", detail));
+  }
+}
+
+}  // namespace
+
+std::string DefaultUserAgent() {
+  const curl_version_info_data* info = curl_version_info(CURLVERSION_NOW);
+  return absl::StrCat("palmgate/", kVersion, " (libcurl/", info->version, "; ",
+                      info->ssl_version != nullptr ? info->ssl_version : "no-tls", ")");
+}
+
+// One transfer in the loop. Owned by the loop from submission to completion.
+struct Transfer {
+  TransferId id = 0;
+  HttpRequest request;
+  HttpTransport::Callback done;
+  CurlPtr easy;
+  CurlHeaders headers;
+  HttpResponse response;
+  size_t header_bytes = 0;
+  size_t max_body = 0;
+  bool body_too_large = false;
+  bool headers_too_large = false;
+  char error[CURL_ERROR_SIZE] = {};
+
+  static size_t OnBody(char* data, size_t size, size_t n, void* self) {
+    auto* t = static_cast<Transfer*>(self);
+    size_t len = size * n;
+    if (t->response.body.size() + len > t->max_body) {
+      t->body_too_large = true;
+      return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+    }
+    t->response.body.append(data, len);
+    return len;
+  }
+
+  static size_t OnHeader(char* data, size_t size, size_t n, void* self) {
+    auto* t = static_cast<Transfer*>(self);
+    size_t len = size * n;
+    t->header_bytes += len;
+    if (t->header_bytes > kMaxHeaderBytes) {
+      t->headers_too_large = true;
+      return 0;
+    }
+    absl::string_view line(data, len);
+    if (absl::StartsWith(line, "HTTP/")) {
+      // A new response head (after 100-continue, or after a proxy's CONNECT answer).
+      t->response.headers = HttpHeaders();
+      return len;
+    }
+    size_t colon = line.find(':');
+    if (colon != absl::string_view::npos && colon > 0) {
+      t->response.headers.Add(std::string(absl::StripAsciiWhitespace(line.substr(0, colon))),
+                              std::string(absl::StripAsciiWhitespace(line.substr(colon + 1))));
+    }
+    return len;
+  }
+};
+
+class CurlTransport::Loop {
+ public:
+  Loop(Options options, CurlMultiPtr multi) : options_(std::move(options)), multi_(std::move(multi)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  ~Loop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    curl_multi_wakeup(multi_.get());
+    thread_.join();
+  }
+
+  TransferId Submit(HttpRequest request, Callback done) {
+    auto t = std::make_unique<Transfer>();
+    t->request = std::move(request);
+    t->done = std::move(done);
+    t->max_body = options_.max_response_bytes;
+    TransferId id;
+    {
+      absl::MutexLock lock(&mu_);
+      id = t->id = ++next_id_;
+      submitted_.push_back(std::move(t));
+    }
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    curl_multi_wakeup(multi_.get());
+    return id;
+  }
+
+  void Cancel(TransferId id) {
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_.push_back(id);
+    }
+    curl_multi_wakeup(multi_.get());
+  }
+
+  int64_t InFlight() const { return in_flight_.load(std::memory_order_relaxed); }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::deque<std::unique_ptr<Transfer>> submitted;
+      std::vector<TransferId> cancelled;
+      bool stop;
+      {
+        absl::MutexLock lock(&mu_);
+        submitted.swap(submitted_);
+        cancelled.swap(cancelled_);
+        stop = stop_;
+      }
+      for (auto& t : submitted) Start(std::move(t));
+      for (TransferId id : cancelled) {
+        auto it = running_.find(id);
+        if (it == running_.end()) continue;
+        curl_multi_remove_handle(multi_.get(), it->second->easy.get());
+        Finish(std::move(it->second), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
+                                                     "upstream: call cancelled"));
+        running_.erase(it);
+      }
+      if (stop) break;
+      int still_running = 0;
+      curl_multi_perform(multi_.get(), &still_running);
+      int queued = 0;
+      while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &queued)) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        Transfer* raw = nullptr;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &raw);
+        CURLcode result = msg->data.result;
+        curl_multi_remove_handle(multi_.get(), msg->easy_handle);
+        auto it = running_.find(raw->id);
+        std::unique_ptr<Transfer> t = std::move(it->second);
+        running_.erase(it);
+        Complete(std::move(t), result);
+      }
+      curl_multi_poll(multi_.get(), nullptr, 0, /*timeout_ms=*/1000, nullptr);
+    }
+    // Shutting down: nothing may be left without an answer.
+    for (auto& [id, t] : running_) {
+      curl_multi_remove_handle(multi_.get(), t->easy.get());
+      Finish(std::move(t), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
+                                          "upstream: transport shutting down"));
+    }
+    running_.clear();
+    std::deque<std::unique_ptr<Transfer>> late;
+    {
+      absl::MutexLock lock(&mu_);
+      late.swap(submitted_);
+    }
+    for (auto& t : late) {
+      Finish(std::move(t), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
+                                          "upstream: transport shutting down"));
+    }
+  }
+
+  void Start(std::unique_ptr<Transfer> t) {
+    t->easy.reset(curl_easy_init());
+    if (t->easy == nullptr) {
+      Finish(std::move(t), TransportError(absl::StatusCode::kInternal, ErrorReason::kInternal, "curl_easy_init failed"));
+      return;
+    }
+    CURL* h = t->easy.get();
+    curl_slist* list = nullptr;
+    for (const auto& [name, value] : t->request.headers.fields()) {
+      list = curl_slist_append(list, absl::StrCat(name, ": ", value).c_str());
+    }
+    // libcurl would add "Accept: */*" and, for bodies, "Expect: 100-continue" on its own.
+    if (!t->request.headers.Get("Accept").has_value()) list = curl_slist_append(list, "Accept: application/json");
+    list = curl_slist_append(list, "Expect:");
+    t->headers.reset(list);
+
+    const int64_t timeout_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(t->request.timeout));
+    const int64_t connect_ms =
+        std::max<int64_t>(1, std::min(timeout_ms, absl::ToInt64Milliseconds(options_.connect_timeout)));
+    curl_easy_setopt(h, CURLOPT_PRIVATE, t.get());
+    curl_easy_setopt(h, CURLOPT_URL, t->request.url.c_str());
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);  // sign and send the same bytes
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers.get());
+    curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect_ms));
+    curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, static_cast<long>(absl::ToInt64Seconds(options_.max_idle_connection_age)));
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
+                     options_.http2 ? static_cast<long>(CURL_HTTP_VERSION_2TLS) : static_cast<long>(CURL_HTTP_VERSION_1_1));
+    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->error);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Transfer::OnBody);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, t.get());
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Transfer::OnHeader);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, t.get());
+    if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
+    if (!options_.proxy.empty()) curl_easy_setopt(h, CURLOPT_PROXY, options_.proxy.c_str());
+    if (t->request.method != "GET") {
+      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, t->request.method.c_str());
+      if (!t->request.body.empty() || t->request.method == "POST") {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, t->request.body.data());
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->request.body.size()));
+      }
+    }
+    if (CURLMcode rc = curl_multi_add_handle(multi_.get(), h); rc != CURLM_OK) {
+      Finish(std::move(t), TransportError(absl::StatusCode::kInternal, ErrorReason::kInternal,
+                                          absl::StrCat("curl_multi_add_handle: ", curl_multi_strerror(rc))));
+      return;
+    }
+    TransferId id = t->id;
+    running_.emplace(id, std::move(t));
+  }
+
+  void Complete(std::unique_ptr<Transfer> t, CURLcode result) {
+    if (t->body_too_large) {
+      Finish(std::move(t), TransportError(absl::StatusCode::kInternal, ErrorReason::kResponseTooLarge,
+                                          absl::StrCat("upstream: response body larger than ",
+                                                       options_.max_response_bytes, " bytes; refused")));
+      return;
+    }
+    if (t->headers_too_large) {
+      Finish(std::move(t), TransportError(absl::StatusCode::kInternal, ErrorReason::kResponseTooLarge,
+                                          absl::StrCat("upstream: response headers larger than ", kMaxHeaderBytes,
+                                                       " bytes; refused")));
+      return;
+    }
+    if (result != CURLE_OK) {
+      absl::Status s = AsStatus(result, t->error);
+      Finish(std::move(t), std::move(s));
+      return;
+    }
+    long status = 0;
+    curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
+    long version = 0;
+    curl_easy_getinfo(t->easy.get(), CURLINFO_HTTP_VERSION, &version);
+    t->response.status = static_cast<int>(status);
+    t->response.http_version = version == CURL_HTTP_VERSION_2_0 ? "2" : version == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1";
+    HttpResponse response = std::move(t->response);
+    Finish(std::move(t), std::move(response));
+  }
+
+  void Finish(std::unique_ptr<Transfer> t, absl::StatusOr<HttpResponse> result) {
+    HttpTransport::Callback done = std::move(t->done);
+    t.reset();  // release the handle (back to the pool) before the callback runs
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    std::move(done)(std::move(result));
+  }
+
+  const Options options_;
+  CurlMultiPtr multi_;
+  std::thread thread_;
+  std::atomic<int64_t> in_flight_{0};
+  // Touched by the loop thread only.
+  std::map<TransferId, std::unique_ptr<Transfer>> running_;
+
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  TransferId next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<std::unique_ptr<Transfer>> submitted_ ABSL_GUARDED_BY(mu_);
+  std::vector<TransferId> cancelled_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::StatusOr<std::unique_ptr<CurlTransport>> CurlTransport::Create(Options options) {
+  static const CURLcode init = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (init != CURLE_OK) return absl::InternalError(absl::StrCat("curl_global_init: ", curl_easy_strerror(init)));
+  CurlMultiPtr multi(curl_multi_init());
+  if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
+  curl_multi_setopt(multi.get(), CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+  return std::unique_ptr<CurlTransport>(new CurlTransport(std::make_unique<Loop>(std::move(options), std::move(multi))));
+}
+
+CurlTransport::CurlTransport(std::unique_ptr<Loop> loop) : loop_(std::move(loop)) {}
+
+CurlTransport::~CurlTransport() = default;
+
+TransferId CurlTransport::Send(HttpRequest request, Callback done) {
+  return loop_->Submit(std::move(request), std::move(done));
+}
+
+void CurlTransport::Cancel(TransferId id) { loop_->Cancel(id); }
+
+int64_t CurlTransport::InFlight() const { return loop_->InFlight(); }
+
+}  // namespace palmgate::wechatpay
