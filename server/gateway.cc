@@ -1,0 +1,125 @@
+#include "server/gateway.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/file_util.h"
+#include "server/common/status_macros.h"
+#include "server/crypto/rsa.h"
+#include "server/wechatpay/credential.h"
+#include "server/wechatpay/rsa_signer.h"
+
+namespace palmgate {
+namespace {
+
+absl::Status Setting(absl::string_view flag, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", problem));
+}
+
+absl::Status Wrap(absl::string_view flag, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat("--", flag, ": ", s.message()));
+}
+
+absl::StatusOr<std::string> ReadSetting(absl::string_view flag, const std::string& path) {
+  absl::StatusOr<std::string> contents = ReadFile(path);
+  if (!contents.ok()) return Wrap(flag, contents.status());
+  return contents;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& config, const Clock& clock) {
+  if (config.mchid.empty()) return Setting("mchid", "required (the merchant id that signs requests)");
+  if (config.merchant_serial.empty()) {
+    return Setting("merchant_serial", "required (serial of the merchant API certificate)");
+  }
+  if (config.merchant_private_key.empty()) return Setting("merchant_private_key", "required (path of apiclient_key.pem)");
+  if (!absl::StartsWith(config.upstream, "https://") && !absl::StartsWith(config.upstream, "http://")) {
+    return Setting("upstream", "must be an http:// or https:// URL");
+  }
+  if (absl::EndsWith(config.upstream, "/")) return Setting("upstream", "must not end with '/'");
+  if (config.upstream_timeout <= absl::ZeroDuration()) return Setting("upstream_timeout", "must be positive");
+  if (config.clock_skew <= absl::ZeroDuration()) return Setting("clock_skew", "must be positive");
+
+  auto signer = wechatpay::RsaSha256Signer::FromPemFile(config.merchant_private_key);
+  if (!signer.ok()) return Wrap("merchant_private_key", signer.status());
+  const crypto::RsaPublicKey merchant_public = (*signer)->key().PublicKey();
+  const std::string merchant_serial = absl::AsciiStrToUpper(config.merchant_serial);
+
+  if (!config.merchant_certificate.empty()) {
+    PALMGATE_ASSIGN_OR_RETURN(std::string pem, ReadSetting("merchant_certificate", config.merchant_certificate));
+    absl::StatusOr<crypto::Certificate> cert = crypto::Certificate::FromPem(pem);
+    if (!cert.ok()) return Wrap("merchant_certificate", cert.status());
+    if (!cert->public_key().Equals(merchant_public)) {
+      return Setting("merchant_private_key", "does not match --merchant_certificate (different key pair)");
+    }
+    if (cert->serial() != merchant_serial) {
+      return Setting("merchant_serial", absl::StrCat(config.merchant_serial, " differs from --merchant_certificate's serial ",
+                                                     cert->serial()));
+    }
+  }
+
+  if (config.wechatpay_public_key.empty() != config.wechatpay_public_key_id.empty()) {
+    return config.wechatpay_public_key.empty()
+               ? Setting("wechatpay_public_key", "required with --wechatpay_public_key_id")
+               : Setting("wechatpay_public_key_id", "required with --wechatpay_public_key (the PUB_KEY_ID_… of that key)");
+  }
+  if (config.wechatpay_public_key.empty() && config.platform_certificates.empty()) {
+    return Setting("wechatpay_public_key",
+                   "no WeChat Pay verification key: set --wechatpay_public_key with --wechatpay_public_key_id, "
+                   "or --platform_certificates");
+  }
+
+  wechatpay::KeyRing::Builder ring;
+  if (!config.wechatpay_public_key.empty()) {
+    PALMGATE_ASSIGN_OR_RETURN(std::string pem, ReadSetting("wechatpay_public_key", config.wechatpay_public_key));
+    absl::StatusOr<crypto::RsaPublicKey> key = crypto::RsaPublicKey::FromPem(pem);
+    if (!key.ok()) return Wrap("wechatpay_public_key", key.status());
+    if (key->Equals(merchant_public)) {
+      return Setting("wechatpay_public_key", "is the merchant's own public key; the WeChat Pay public key is needed");
+    }
+    PALMGATE_RETURN_IF_ERROR(Wrap("wechatpay_public_key", ring.AddPublicKeyPem(config.wechatpay_public_key_id, pem)));
+  }
+  for (const std::string& path : config.platform_certificates) {
+    PALMGATE_ASSIGN_OR_RETURN(std::string pem, ReadSetting("platform_certificates", path));
+    absl::StatusOr<crypto::Certificate> cert = crypto::Certificate::FromPem(pem);
+    if (!cert.ok()) return Wrap("platform_certificates", absl::Status(cert.status().code(), absl::StrCat(path, ": ", cert.status().message())));
+    if (cert->serial() == merchant_serial || cert->public_key().Equals(merchant_public)) {
+      return Setting("platform_certificates",
+                     absl::StrCat(path, " is the merchant's own API certificate (serial ", cert->serial(),
+                                  "); a WeChat Pay platform certificate is needed"));
+    }
+    if (cert->not_after() <= clock.Now()) {
+      return Setting("platform_certificates", absl::StrCat(path, " (serial ", cert->serial(), ") expired on ",
+                                                           absl::FormatTime(cert->not_after())));
+    }
+    absl::Status added = ring.AddCertificate(*cert);
+    if (!added.ok()) return Wrap("platform_certificates", added);
+  }
+  auto keys = std::move(ring).Build(clock.Now());
+  if (!keys.ok()) return Wrap("platform_certificates", keys.status());
+
+  if (!config.upstream_ca.empty()) {
+    PALMGATE_RETURN_IF_ERROR(ReadSetting("upstream_ca", config.upstream_ca).status());
+  }
+  wechatpay::CurlTransport::Options topts;
+  topts.ca_file = config.upstream_ca;
+  topts.proxy = config.proxy;
+  auto transport = wechatpay::CurlTransport::Create(topts);
+  if (!transport.ok()) return transport.status();
+
+  auto core = std::make_unique<GatewayCore>();
+  core->transport = *std::move(transport);
+  core->keys = std::make_unique<wechatpay::SwappableKeyStore>(*std::move(keys));
+  auto credential = std::make_shared<wechatpay::Credential>(
+      config.mchid, merchant_serial, std::shared_ptr<const wechatpay::Signer>(*std::move(signer)), clock);
+  wechatpay::PalmServiceClient::Options copts;
+  copts.base_url = config.upstream;
+  copts.max_timeout = config.upstream_timeout;
+  copts.validator.max_clock_skew = config.clock_skew;
+  core->client = std::make_unique<wechatpay::PalmServiceClient>(copts, std::move(credential), core->keys.get(),
+                                                                core->transport.get(), clock);
+  return core;
+}
+
+}  // namespace palmgate

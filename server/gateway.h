@@ -1,0 +1,55 @@
+// File: server/gateway.h
+//
+// GatewayConfig and LoadGateway: everything the palmgate binary runs on,
+// loaded from files and checked before the server starts, so that a missing
+// or inconsistent setting stops start-up with one clear line naming the
+// setting (a merchant certificate given where a platform certificate is
+// needed, a key that does not match its certificate, no verification key…).
+#ifndef PALMGATE_SERVER_GATEWAY_H_
+#define PALMGATE_SERVER_GATEWAY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/common/clock.h"
+#include "server/wechatpay/curl_transport.h"
+#include "server/wechatpay/key_ring.h"
+#include "server/wechatpay/palm_service_client.h"
+
+namespace palmgate {
+
+struct GatewayConfig {
+  std::string mchid;
+  std::string merchant_serial;
+  std::string merchant_private_key;   // PEM file (PKCS#8 or PKCS#1)
+  std::string merchant_certificate;   // optional PEM file: checked against the key and serial
+  std::string wechatpay_public_key;   // PEM file (SPKI)
+  std::string wechatpay_public_key_id;
+  std::vector<std::string> platform_certificates;  // PEM files
+  std::string upstream = std::string(wechatpay::kProductionBaseUrl);
+  std::string upstream_ca;            // PEM bundle; empty: system CAs
+  std::string proxy;                  // empty: HTTPS_PROXY/NO_PROXY from the environment
+  absl::Duration upstream_timeout = absl::Seconds(10);
+  absl::Duration clock_skew = absl::Seconds(300);
+};
+
+// The loaded gateway core. Destroy the gRPC server first: the transport's
+// destructor cancels what is still in flight.
+struct GatewayCore {
+  std::unique_ptr<wechatpay::CurlTransport> transport;
+  std::unique_ptr<wechatpay::SwappableKeyStore> keys;
+  std::unique_ptr<wechatpay::PalmServiceClient> client;
+};
+
+// Loads keys and certificates and builds the core. Errors are
+// kInvalidArgument / kNotFound whose message starts with the flag name, e.g.
+// "--platform_certificates: /k/apiclient_cert.pem is the merchant's own API
+// certificate (serial = --merchant_serial); a WeChat Pay platform certificate is needed".
+absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& config, const Clock& clock);
+
+}  // namespace palmgate
+
+#endif  // PALMGATE_SERVER_GATEWAY_H_

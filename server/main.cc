@@ -1,0 +1,155 @@
+// palmgate: the gRPC gateway for WeChat Pay's palm-scan authorization query.
+//
+//   palmgate --mchid 1900000001 --merchant_serial 5157F0…
+//            --merchant_private_key /secrets/apiclient_key.pem
+//            --wechatpay_public_key /secrets/pub_key.pem --wechatpay_public_key_id PUB_KEY_ID_…
+//
+// Every flag can also be set through the environment as PALMGATE_<FLAG>
+// (e.g. PALMGATE_MCHID); a command-line flag wins. Secrets are only ever read
+// from files. Prints "LISTENING host:port" on stdout once serving.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/common/logging.h"
+#include "server/gateway.h"
+#include "server/service/palmgate_service.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(std::string, mchid, "", "merchant id (mchid) that signs requests");
+ABSL_FLAG(std::string, merchant_serial, "", "serial number of the merchant API certificate");
+ABSL_FLAG(std::string, merchant_private_key, "", "file: the merchant API private key (apiclient_key.pem)");
+ABSL_FLAG(std::string, merchant_certificate, "", "file (optional): the merchant API certificate, checked against the key and serial");
+ABSL_FLAG(std::string, wechatpay_public_key, "", "file: the WeChat Pay public key (SPKI PEM)");
+ABSL_FLAG(std::string, wechatpay_public_key_id, "", "id of the WeChat Pay public key (PUB_KEY_ID_…)");
+ABSL_FLAG(std::vector<std::string>, platform_certificates, {}, "files: WeChat Pay platform certificates (comma-separated)");
+ABSL_FLAG(std::string, upstream, "https://api.mch.weixin.qq.com", "WeChat Pay API base URL");
+ABSL_FLAG(std::string, upstream_ca, "", "file: CA bundle trusted for the upstream TLS (default: system CAs)");
+ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY)");
+ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");
+ABSL_FLAG(absl::Duration, clock_skew, absl::Seconds(300), "allowed |Wechatpay-Timestamp - local clock|");
+ABSL_FLAG(absl::Duration, deadline_margin, absl::Milliseconds(20), "kept from the caller's deadline to answer in time");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "on SIGTERM, time allowed for in-flight RPCs");
+
+namespace palmgate {
+namespace {
+
+constexpr const char* kEnvFlags[] = {
+    "listen", "mchid", "merchant_serial", "merchant_private_key", "merchant_certificate",
+    "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_ca",
+    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "shutdown_grace"};
+
+// PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
+bool ApplyEnvironment() {
+  for (const char* name : kEnvFlags) {
+    const std::string env = absl::StrCat("PALMGATE_", absl::AsciiStrToUpper(name));
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) continue;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string error;
+    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
+      std::cerr << "palmgate: " << env << ": " << error << std::endl;
+      return false;
+    }
+  }
+  return true;
+}
+
+int Run() {
+  GatewayConfig config;
+  config.mchid = absl::GetFlag(FLAGS_mchid);
+  config.merchant_serial = absl::GetFlag(FLAGS_merchant_serial);
+  config.merchant_private_key = absl::GetFlag(FLAGS_merchant_private_key);
+  config.merchant_certificate = absl::GetFlag(FLAGS_merchant_certificate);
+  config.wechatpay_public_key = absl::GetFlag(FLAGS_wechatpay_public_key);
+  config.wechatpay_public_key_id = absl::GetFlag(FLAGS_wechatpay_public_key_id);
+  config.platform_certificates = absl::GetFlag(FLAGS_platform_certificates);
+  config.upstream = absl::GetFlag(FLAGS_upstream);
+  config.upstream_ca = absl::GetFlag(FLAGS_upstream_ca);
+  config.proxy = absl::GetFlag(FLAGS_proxy);
+  config.upstream_timeout = absl::GetFlag(FLAGS_upstream_timeout);
+  config.clock_skew = absl::GetFlag(FLAGS_clock_skew);
+
+  absl::StatusOr<std::unique_ptr<GatewayCore>> core = LoadGateway(config, SystemClock::Get());
+  if (!core.ok()) {
+    std::cerr << "palmgate: " << core.status().message() << std::endl;
+    return 2;
+  }
+
+  service::PalmAuthorizationService::Options sopts;
+  sopts.deadline_margin = absl::GetFlag(FLAGS_deadline_margin);
+  service::PalmAuthorizationService service((*core)->client.get(), SystemClock::Get(), sopts);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::cerr << "palmgate: --listen: cannot listen on " << absl::GetFlag(FLAGS_listen) << std::endl;
+    return 2;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  // Keys were loaded and checked above: the gateway can verify answers now.
+  health->SetServingStatus(true);
+  health->SetServingStatus("palmgate.v1.PalmAuthorization", true);
+
+  std::string listen = absl::GetFlag(FLAGS_listen);
+  std::string host = listen.substr(0, listen.rfind(':'));
+  std::cout << "LISTENING " << host << ":" << port << std::endl;
+  Log(LogLevel::kInfo, absl::StrCat("palmgate serving on ", host, ":", port, " upstream=", config.upstream,
+                                    " verification_keys=", (*core)->keys->Current()->size()));
+
+  // SIGTERM/SIGINT: stop advertising, let in-flight RPCs finish, exit 0.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));
+  health->SetServingStatus(false);
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_shutdown_grace)));
+  server->Wait();
+  server.reset();
+  core->reset();
+  Log(LogLevel::kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace palmgate
+
+int main(int argc, char** argv) {
+  // Block the stop signals in every thread (gRPC's and libcurl's included); main waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::SetProgramUsageMessage("palmgate: gRPC gateway for WeChat Pay palm-scan authorization (see README.md)");
+  if (!palmgate::ApplyEnvironment()) return 2;
+  absl::ParseCommandLine(argc, argv);
+  return palmgate::Run();
+}

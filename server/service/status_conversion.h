@@ -1,0 +1,34 @@
+// File: server/service/status_conversion.h
+//
+// The one place that turns palmgate's absl::Status (with its UpstreamError
+// payload, server/wechatpay/error.h) into a grpc::Status carrying the rich
+// error model (AIP-193, anchors.md C.2): a google.rpc.Status in
+// `grpc-status-details-bin` with exactly one google.rpc.ErrorInfo, plus
+// google.rpc.BadRequest for invalid fields and google.rpc.RetryInfo when a
+// retry later may help.
+#ifndef PALMGATE_SERVER_SERVICE_STATUS_CONVERSION_H_
+#define PALMGATE_SERVER_SERVICE_STATUS_CONVERSION_H_
+
+#include <vector>
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace palmgate::service {
+
+// The ErrorInfo domain of every palmgate error.
+inline constexpr absl::string_view kErrorDomain = "palmgate.dev";
+
+// Converts `status` to a grpc::Status. The code is a cast (absl codes track
+// google.rpc.Code). An OK status gives grpc::Status::OK. Every other status
+// gets details: ErrorInfo (reason from the payload, "INTERNAL" when there is
+// none), BadRequest when the payload names a field, RetryInfo when the
+// payload has a retry hint. `more` adds further failed statuses whose field
+// violations join the same BadRequest (one RPC may have several bad fields).
+grpc::Status ToGrpcStatus(const absl::Status& status, const std::vector<absl::Status>& more = {});
+
+}  // namespace palmgate::service
+
+#endif  // PALMGATE_SERVER_SERVICE_STATUS_CONVERSION_H_
