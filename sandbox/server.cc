@@ -159,7 +159,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     res->body() = std::move(pending_->body);
     res->keep_alive(keep_alive_);
     if (keep_alive_) {
-      res->set("Keep-Alive", absl::StrCat("timeout=", absl::ToInt64Seconds(shared_->options.idle_timeout)));
+      // Whole seconds, rounded up (8000 ms -> "timeout=8", as WeChat Pay sends).
+      const int64_t idle_ms = absl::ToInt64Milliseconds(shared_->options.idle_timeout);
+      res->set("Keep-Alive", absl::StrCat("timeout=", (idle_ms + 999) / 1000));
     }
     res->prepare_payload();
     pending_.reset();
