@@ -5,8 +5,11 @@
 // given one), fork/execs `palmgate-sandbox serve` on 127.0.0.1 port 0, and
 // waits (poll with a timeout, no sleeps) for its "LISTENING <url>" line on
 // stdout. The destructor sends SIGTERM and reaps the child; a fresh key
-// directory is removed. The child gets PR_SET_PDEATHSIG, so a crashed test
-// never leaves a sandbox behind. Child stderr goes to the test's stderr.
+// directory is removed. The child gets PR_SET_PDEATHSIG(SIGTERM), so a
+// crashed test never leaves a sandbox behind; note that Linux sends it when the
+// *thread* that called Start() exits, so call Start() from a thread that
+// outlives the sandbox (e.g. the test's main thread, SetUpTestSuite).
+// Child stderr goes to the test's stderr.
 //
 // Also: SandboxMerchant, which signs requests with the key directory's
 // merchant key (apiclient_key.pem) and verifies signed responses with the
