@@ -17,10 +17,6 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/grpcpp.h>
-
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
@@ -30,6 +26,7 @@
 #include "absl/time/time.h"
 #include "server/common/logging.h"
 #include "server/gateway.h"
+#include "server/grpc_server.h"
 #include "server/service/palmgate_service.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address (host:port; port 0 picks one)");
@@ -97,21 +94,12 @@ int Run() {
   sopts.deadline_margin = absl::GetFlag(FLAGS_deadline_margin);
   service::PalmAuthorizationService service((*core)->client.get(), SystemClock::Get(), sopts);
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    std::cerr << "palmgate: --listen: cannot listen on " << absl::GetFlag(FLAGS_listen) << std::endl;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(absl::GetFlag(FLAGS_listen), &service);
+  if (!server.ok()) {
+    std::cerr << "palmgate: " << server.status().message() << std::endl;
     return 2;
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  // Keys were loaded and checked above: the gateway can verify answers now.
-  health->SetServingStatus(true);
-  health->SetServingStatus("palmgate.v1.PalmAuthorization", true);
+  const int port = (*server)->port();
 
   std::string listen = absl::GetFlag(FLAGS_listen);
   std::string host = listen.substr(0, listen.rfind(':'));
@@ -127,10 +115,9 @@ int Run() {
   int sig = 0;
   sigwait(&signals, &sig);
   Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));
-  health->SetServingStatus(false);
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_shutdown_grace)));
-  server->Wait();
-  server.reset();
+  (*server)->SetNotServing();
+  (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
+  server->reset();
   core->reset();
   Log(LogLevel::kInfo, "stopped");
   return 0;

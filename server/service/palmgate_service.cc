@@ -42,7 +42,7 @@ std::string OpenidTag(absl::string_view openid) {
 // (OnDone) and Start has returned: a completion may run before Start returns.
 class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor {
  public:
-  Reactor(const PalmAuthorizationService* service, const palmgate::v1::GetAuthorizationRequest* request,
+  Reactor(const PalmAuthorizationService* service, const palmgate::internal::wire::GetAuthorizationRequest* request,
           palmgate::v1::Authorization* response)
       : service_(service), request_(request), response_(response), start_(service->clock_.Now()) {}
 
@@ -98,7 +98,7 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
   }
 
   const PalmAuthorizationService* const service_;
-  const palmgate::v1::GetAuthorizationRequest* const request_;
+  const palmgate::internal::wire::GetAuthorizationRequest* const request_;
   palmgate::v1::Authorization* const response_;
   const absl::Time start_;
   std::atomic<int> refs_{2};  // Start and OnDone
@@ -109,13 +109,23 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
 
 PalmAuthorizationService::PalmAuthorizationService(const wechatpay::PalmServiceClient* client, const Clock& clock,
                                                    Options options)
-    : client_(client), clock_(clock), options_(options) {}
+    : client_(client), clock_(clock), options_(options) {
+  // Method 0 is GetAuthorization; the replaced generated handler is deleted.
+  MarkMethodCallback(
+      0, new grpc::internal::CallbackUnaryHandler<palmgate::internal::wire::GetAuthorizationRequest,
+                                                  palmgate::v1::Authorization>(
+             [this](grpc::CallbackServerContext* context,
+                    const palmgate::internal::wire::GetAuthorizationRequest* request,
+                    palmgate::v1::Authorization* response) {
+               return HandleGetAuthorization(context, request, response);
+             }));
+}
 
-grpc::ServerUnaryReactor* PalmAuthorizationService::GetAuthorization(
-    grpc::CallbackServerContext* context, const palmgate::v1::GetAuthorizationRequest* request,
+grpc::ServerUnaryReactor* PalmAuthorizationService::HandleGetAuthorization(
+    grpc::CallbackServerContext* context, const palmgate::internal::wire::GetAuthorizationRequest* request,
     palmgate::v1::Authorization* response) {
   const absl::Time start = clock_.Now();
-  std::vector<absl::Status> problems = ValidateRequest(*request);
+  std::vector<absl::Status> problems = ValidateRequest(request->openid(), request->organization_id());
   if (!problems.empty()) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     grpc::Status status = ToGrpcStatus(problems.front(), std::vector<absl::Status>(problems.begin() + 1, problems.end()));

@@ -11,6 +11,9 @@
 // answered DEADLINE_EXCEEDED without any upstream call. A cancelled RPC
 // cancels its upstream transfer.
 //
+// Request parsing: the generated handler of method 0 is replaced by one whose
+// request type is the wire image with `bytes` fields, see HandleGetAuthorization.
+//
 // Thread safety: thread-safe; one instance serves all RPCs.
 #ifndef PALMGATE_SERVER_SERVICE_PALMGATE_SERVICE_H_
 #define PALMGATE_SERVER_SERVICE_PALMGATE_SERVICE_H_
@@ -20,6 +23,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "palmgate/v1/palm_authorization.grpc.pb.h"
+#include "service/wire/get_authorization_request.pb.h"
 #include "server/common/clock.h"
 #include "server/wechatpay/palm_service_client.h"
 
@@ -41,10 +45,12 @@ class PalmAuthorizationService final : public palmgate::v1::PalmAuthorization::C
   // `client` and `clock` must outlive the service.
   PalmAuthorizationService(const wechatpay::PalmServiceClient* client, const Clock& clock, Options options);
 
-  // PalmAuthorization::CallbackService
-  grpc::ServerUnaryReactor* GetAuthorization(grpc::CallbackServerContext* context,
-                                             const palmgate::v1::GetAuthorizationRequest* request,
-                                             palmgate::v1::Authorization* response) override;
+  // Serves PalmAuthorization.GetAuthorization. The request arrives parsed as
+  // its wire image (server/service/wire/), so that invalid UTF-8 reaches the
+  // validator instead of failing inside gRPC.
+  grpc::ServerUnaryReactor* HandleGetAuthorization(grpc::CallbackServerContext* context,
+                                                   const palmgate::internal::wire::GetAuthorizationRequest* request,
+                                                   palmgate::v1::Authorization* response);
 
  private:
   class Reactor;

@@ -4,10 +4,10 @@
 
 namespace palmgate::service {
 
-std::vector<absl::Status> ValidateRequest(const palmgate::v1::GetAuthorizationRequest& request) {
+std::vector<absl::Status> ValidateRequest(absl::string_view openid, absl::string_view organization_id) {
   std::vector<absl::Status> problems;
-  if (absl::Status s = wechatpay::ValidateOpenid(request.openid()); !s.ok()) problems.push_back(std::move(s));
-  if (absl::Status s = wechatpay::ValidateOrganizationId(request.organization_id()); !s.ok()) {
+  if (absl::Status s = wechatpay::ValidateOpenid(openid); !s.ok()) problems.push_back(std::move(s));
+  if (absl::Status s = wechatpay::ValidateOrganizationId(organization_id); !s.ok()) {
     problems.push_back(std::move(s));
   }
   return problems;

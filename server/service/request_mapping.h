@@ -15,10 +15,11 @@
 
 namespace palmgate::service {
 
-// Returns every field problem of `request` (empty when valid): each status is
+// Returns every field problem (empty when valid): each status is
 // kInvalidArgument with an UpstreamError naming the field
-// (INVALID_OPENID / INVALID_ORGANIZATION_ID).
-std::vector<absl::Status> ValidateRequest(const palmgate::v1::GetAuthorizationRequest& request);
+// (INVALID_OPENID / INVALID_ORGANIZATION_ID). The fields are raw bytes: the
+// gateway parses requests without protobuf's UTF-8 check and checks here.
+std::vector<absl::Status> ValidateRequest(absl::string_view openid, absl::string_view organization_id);
 
 // Returns the enum for WeChat Pay's state string; UNSPECIFIED for an unknown
 // or empty one (never an error: the raw string is kept alongside).

@@ -1,0 +1,46 @@
+// File: server/grpc_server.h
+//
+// Starts palmgate's gRPC server: the PalmAuthorization service, the standard
+// grpc.health.v1 health service and server reflection, on one listening port.
+// Health is SERVING once started (callers load and check keys before), and
+// NOT_SERVING from SetNotServing() on (drain).
+#ifndef PALMGATE_SERVER_GRPC_SERVER_H_
+#define PALMGATE_SERVER_GRPC_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+
+namespace palmgate {
+
+inline constexpr char kServiceName[] = "palmgate.v1.PalmAuthorization";
+
+class GrpcServer {
+ public:
+  // Listens on `address` (host:port; port 0 picks one) with plain-text
+  // credentials. kInvalidArgument naming the address when it cannot listen.
+  // `service` must outlive the server.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address, grpc::Service* service);
+
+  int port() const { return port_; }
+  grpc::Server* server() { return server_.get(); }
+
+  // Flips health (overall and per service) to NOT_SERVING.
+  void SetNotServing();
+
+  // Stops accepting calls and waits for in-flight ones until `grace` has
+  // passed; then cancels the rest and returns when all are done.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  GrpcServer(std::unique_ptr<grpc::Server> server, int port) : server_(std::move(server)), port_(port) {}
+  std::unique_ptr<grpc::Server> server_;
+  int port_;
+};
+
+}  // namespace palmgate
+
+#endif  // PALMGATE_SERVER_GRPC_SERVER_H_

@@ -1,0 +1,111 @@
+#include "server/gateway.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/common/file_util.h"
+#include "tests/testing/sandbox_process.h"
+#include "tests/testing/test_matchers.h"
+
+namespace palmgate {
+namespace {
+
+using ::palmgate::testing::IsOk;
+using ::palmgate::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+class GatewayConfigTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(::testing::TempDir() + "/gateway_config_keys");
+    ASSERT_THAT(testing::RunSandboxKeygen(*dir_, {"--force"}), IsOk());
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  GatewayConfig Valid() const {
+    auto merchant = testing::SandboxMerchant::Load(*dir_);
+    EXPECT_THAT(merchant, IsOk());
+    GatewayConfig c;
+    c.mchid = merchant->mchid();
+    c.merchant_serial = merchant->merchant_serial();
+    c.merchant_private_key = *dir_ + "/apiclient_key.pem";
+    c.merchant_certificate = *dir_ + "/apiclient_cert.pem";
+    c.wechatpay_public_key = *dir_ + "/pub_key.pem";
+    c.wechatpay_public_key_id = merchant->public_key_id();
+    c.platform_certificates = {*dir_ + "/platform_cert.pem"};
+    c.upstream = "https://127.0.0.1:1";
+    c.upstream_ca = *dir_ + "/ca_cert.pem";
+    return c;
+  }
+
+  static std::string* dir_;
+};
+
+std::string* GatewayConfigTest::dir_ = nullptr;
+
+TEST_F(GatewayConfigTest, ValidConfigurationLoadsInEveryMode) {
+  auto mixed = LoadGateway(Valid(), SystemClock::Get());
+  ASSERT_THAT(mixed, IsOk());
+  EXPECT_EQ((*mixed)->keys->Current()->size(), 2u);
+  GatewayConfig key_only = Valid();
+  key_only.platform_certificates.clear();
+  EXPECT_THAT(LoadGateway(key_only, SystemClock::Get()), IsOk());
+  GatewayConfig cert_only = Valid();
+  cert_only.wechatpay_public_key.clear();
+  cert_only.wechatpay_public_key_id.clear();
+  EXPECT_THAT(LoadGateway(cert_only, SystemClock::Get()), IsOk());
+}
+
+TEST_F(GatewayConfigTest, EachMistakeNamesItsSetting) {
+  struct Case {
+    const char* flag;
+    std::function<void(GatewayConfig&)> mutate;
+  };
+  const std::string dir = *dir_;
+  const Case cases[] = {
+      {"--mchid", [](GatewayConfig& c) { c.mchid.clear(); }},
+      {"--merchant_serial", [](GatewayConfig& c) { c.merchant_serial.clear(); }},
+      {"--merchant_serial", [](GatewayConfig& c) { c.merchant_serial = "0123456789ABCDEF"; }},
+      {"--merchant_private_key", [](GatewayConfig& c) { c.merchant_private_key.clear(); }},
+      {"--merchant_private_key", [dir](GatewayConfig& c) { c.merchant_private_key = dir + "/missing.pem"; }},
+      {"--merchant_private_key", [dir](GatewayConfig& c) { c.merchant_private_key = dir + "/apiclient_cert.pem"; }},
+      {"--merchant_private_key", [dir](GatewayConfig& c) { c.merchant_private_key = dir + "/platform_key.pem"; }},
+      {"--platform_certificates", [dir](GatewayConfig& c) { c.platform_certificates = {dir + "/apiclient_cert.pem"}; }},
+      {"--platform_certificates", [dir](GatewayConfig& c) { c.platform_certificates = {dir + "/pub_key.pem"}; }},
+      {"--wechatpay_public_key", [dir](GatewayConfig& c) {
+         c.wechatpay_public_key.clear();
+         c.wechatpay_public_key_id.clear();
+         c.platform_certificates.clear();
+       }},
+      {"--wechatpay_public_key_id", [](GatewayConfig& c) { c.wechatpay_public_key_id.clear(); }},
+      {"--wechatpay_public_key", [dir](GatewayConfig& c) { c.wechatpay_public_key = dir + "/platform_cert.pem"; }},
+      {"--upstream", [](GatewayConfig& c) { c.upstream = "api.mch.weixin.qq.com"; }},
+      {"--upstream_ca", [dir](GatewayConfig& c) { c.upstream_ca = dir + "/nope.pem"; }},
+      {"--upstream_timeout", [](GatewayConfig& c) { c.upstream_timeout = absl::ZeroDuration(); }},
+  };
+  for (const Case& c : cases) {
+    GatewayConfig config = Valid();
+    c.mutate(config);
+    auto core = LoadGateway(config, SystemClock::Get());
+    EXPECT_FALSE(core.ok()) << c.flag;
+    EXPECT_THAT(std::string(core.status().message()), StartsWith(c.flag)) << core.status();
+    // One line, no key material.
+    EXPECT_EQ(core.status().message().find('\n'), absl::string_view::npos) << core.status();
+    EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("MII")));
+  }
+}
+
+TEST_F(GatewayConfigTest, MerchantPublicKeyIsNotAVerificationKey) {
+  GatewayConfig c = Valid();
+  // Write the merchant's own public key where the WeChat Pay public key belongs.
+  auto merchant = testing::SandboxMerchant::Load(*dir_);
+  ASSERT_THAT(merchant, IsOk());
+  const std::string path = *dir_ + "/merchant_pub.pem";
+  ASSERT_THAT(WriteFile(path, merchant->merchant_key().PublicKey().ToPem()), IsOk());
+  c.wechatpay_public_key = path;
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("merchant's own public key")));
+}
+
+}  // namespace
+}  // namespace palmgate

@@ -1,0 +1,113 @@
+#include "server/service/status_conversion.h"
+
+#include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "gtest/gtest.h"
+#include "server/service/request_mapping.h"
+#include "server/wechatpay/error.h"
+
+namespace palmgate::service {
+namespace {
+
+using wechatpay::ErrorReason;
+using wechatpay::MakeError;
+using wechatpay::UpstreamError;
+
+google::rpc::Status Details(const grpc::Status& s) {
+  google::rpc::Status rich;
+  EXPECT_TRUE(rich.ParseFromString(s.error_details()));
+  return rich;
+}
+
+TEST(StatusConversionTest, OkIsOk) { EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok()); }
+
+TEST(StatusConversionTest, CarriesExactlyOneErrorInfoWithUpstreamMetadata) {
+  UpstreamError e;
+  e.reason = ErrorReason::kUpstreamRateLimited;
+  e.http_status = 429;
+  e.wechatpay_code = "FREQUENCY_LIMITED";
+  e.wechatpay_message = "频率超限";
+  e.request_id = "RID-1";
+  e.retry_after = absl::Milliseconds(1500);
+  grpc::Status s = ToGrpcStatus(MakeError(absl::StatusCode::kResourceExhausted, "wechatpay: http 429", e));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(s.error_message(), "wechatpay: http 429");
+  google::rpc::Status rich = Details(s);
+  EXPECT_EQ(rich.code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  int infos = 0;
+  for (const auto& any : rich.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) {
+      ++infos;
+      EXPECT_EQ(info.reason(), "UPSTREAM_RATE_LIMITED");
+      EXPECT_EQ(info.domain(), "palmgate.dev");
+      EXPECT_EQ(info.metadata().at("requestId"), "RID-1");
+      EXPECT_EQ(info.metadata().at("httpStatus"), "429");
+      EXPECT_EQ(info.metadata().at("wechatpayCode"), "FREQUENCY_LIMITED");
+      EXPECT_EQ(info.metadata().at("wechatpayMessage"), "频率超限");
+    }
+    google::rpc::RetryInfo retry;
+    if (any.UnpackTo(&retry)) {
+      EXPECT_EQ(retry.retry_delay().seconds(), 1);
+      EXPECT_EQ(retry.retry_delay().nanos(), 500000000);
+    }
+  }
+  EXPECT_EQ(infos, 1);
+}
+
+TEST(StatusConversionTest, PlainStatusStillGetsErrorInfo) {
+  google::rpc::Status rich = Details(ToGrpcStatus(absl::InternalError("boom")));
+  ASSERT_EQ(rich.details_size(), 1);
+  google::rpc::ErrorInfo info;
+  ASSERT_TRUE(rich.details(0).UnpackTo(&info));
+  EXPECT_EQ(info.reason(), "INTERNAL");
+}
+
+TEST(StatusConversionTest, BadRequestListsEveryBadField) {
+  std::vector<absl::Status> problems = ValidateRequest("", std::string(65, '1'));
+  ASSERT_EQ(problems.size(), 2u);
+  grpc::Status s = ToGrpcStatus(problems[0], {problems[1]});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  google::rpc::Status rich = Details(s);
+  google::rpc::BadRequest bad;
+  bool found = false;
+  for (const auto& any : rich.details()) found |= any.UnpackTo(&bad);
+  ASSERT_TRUE(found);
+  ASSERT_EQ(bad.field_violations_size(), 2);
+  EXPECT_EQ(bad.field_violations(0).field(), "openid");
+  EXPECT_EQ(bad.field_violations(1).field(), "organization_id");
+}
+
+TEST(RequestMappingTest, StatesMapByNameAndUnknownIsUnspecified) {
+  EXPECT_EQ(StateFromString("AUTHORIZATION_STATE_NONE"), palmgate::v1::AUTHORIZATION_STATE_NONE);
+  EXPECT_EQ(StateFromString("AUTHORIZATION_STATE_ON"), palmgate::v1::AUTHORIZATION_STATE_ON);
+  EXPECT_EQ(StateFromString("AUTHORIZATION_STATE_OFF"), palmgate::v1::AUTHORIZATION_STATE_OFF);
+  EXPECT_EQ(StateFromString("AUTHORIZATION_STATE_PAUSED"), palmgate::v1::AUTHORIZATION_STATE_UNSPECIFIED);
+  EXPECT_EQ(StateFromString("AUTHORIZATION_STATE_UNSPECIFIED"), palmgate::v1::AUTHORIZATION_STATE_UNSPECIFIED);
+  EXPECT_EQ(StateFromString("authorization_state_on"), palmgate::v1::AUTHORIZATION_STATE_UNSPECIFIED);
+  EXPECT_EQ(StateFromString(""), palmgate::v1::AUTHORIZATION_STATE_UNSPECIFIED);
+}
+
+TEST(RequestMappingTest, MapsAVerifiedAnswer) {
+  wechatpay::AuthorizationResult r;
+  r.openid = "o1";
+  r.organization_id = "1004";
+  r.state = "AUTHORIZATION_STATE_PAUSED";
+  r.authorize_time = absl::FromUnixSeconds(1528425296) + absl::Milliseconds(250);
+  r.request_id = "RID";
+  palmgate::v1::Authorization out;
+  ToAuthorization(r, &out);
+  EXPECT_EQ(out.state(), palmgate::v1::AUTHORIZATION_STATE_UNSPECIFIED);
+  EXPECT_EQ(out.wechatpay_state(), "AUTHORIZATION_STATE_PAUSED");
+  EXPECT_EQ(out.authorize_time().seconds(), 1528425296);
+  EXPECT_EQ(out.authorize_time().nanos(), 250000000);
+  EXPECT_EQ(out.wechatpay_request_id(), "RID");
+  wechatpay::AuthorizationResult no_time;
+  palmgate::v1::Authorization out2;
+  ToAuthorization(no_time, &out2);
+  EXPECT_FALSE(out2.has_authorize_time());
+}
+
+}  // namespace
+}  // namespace palmgate::service
