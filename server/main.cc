@@ -23,6 +23,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/logging.h"
 #include "server/gateway.h"
@@ -43,6 +44,8 @@ ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default:
 ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");
 ABSL_FLAG(absl::Duration, clock_skew, absl::Seconds(300), "allowed |Wechatpay-Timestamp - local clock|");
 ABSL_FLAG(absl::Duration, deadline_margin, absl::Milliseconds(20), "kept from the caller's deadline to answer in time");
+ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
+          "on SIGTERM, time to keep serving while health says NOT_SERVING (for load balancers to notice)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "on SIGTERM, time allowed for in-flight RPCs");
 
 namespace palmgate {
@@ -51,7 +54,7 @@ namespace {
 constexpr const char* kEnvFlags[] = {
     "listen", "mchid", "merchant_serial", "merchant_private_key", "merchant_certificate",
     "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_ca",
-    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "shutdown_grace"};
+    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "drain_delay", "shutdown_grace"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -116,7 +119,9 @@ int Run() {
   sigwait(&signals, &sig);
   Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));
   (*server)->SetNotServing();
+  absl::SleepFor(absl::GetFlag(FLAGS_drain_delay));  // still serving: balancers move traffic away
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
+  Log(LogLevel::kInfo, "server shut down");
   server->reset();
   core->reset();
   Log(LogLevel::kInfo, "stopped");

@@ -1,15 +1,5 @@
 #include "tests/testing/sandbox_process.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -26,57 +16,13 @@
 #include "server/crypto/base64.h"
 
 namespace palmgate::testing {
-namespace {
-
-absl::StatusOr<std::string> MakeTempDir() {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string pattern = absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/palmgate-sandbox-XXXXXX");
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-  }
-  return pattern;
-}
-
-// fork/exec `argv` with stdout to `stdout_fd` (or inherited when -1).
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, int stdout_fd, int close_fd) {
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
-  if (pid == 0) {
-    // Child: async-signal-safe calls only.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(126);
-    if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
-    if (stdout_fd >= 0 && stdout_fd != STDOUT_FILENO) ::close(stdout_fd);
-    if (close_fd >= 0) ::close(close_fd);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-absl::StatusOr<int> WaitExit(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return absl::InternalError(absl::StrCat("waitpid: ", std::strerror(errno)));
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return absl::InternalError(absl::StrCat("palmgate-sandbox died from signal ", WTERMSIG(status)));
-}
-
-}  // namespace
 
 std::string SandboxBinaryPath() { return PALMGATE_SANDBOX_BINARY; }
 
 absl::StatusOr<int> RunSandboxCommand(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {SandboxBinaryPath()};
   argv.insert(argv.end(), args.begin(), args.end());
-  absl::StatusOr<pid_t> pid = Spawn(argv, -1, -1);
-  if (!pid.ok()) return pid.status();
-  return WaitExit(*pid);
+  return RunCommand(argv);
 }
 
 absl::Status RunSandboxKeygen(const std::string& dir, const std::vector<std::string>& extra_args) {
@@ -92,7 +38,7 @@ absl::StatusOr<std::unique_ptr<SandboxProcess>> SandboxProcess::Start(const Sand
   std::unique_ptr<SandboxProcess> p(new SandboxProcess());
   const bool need_temp = options.keys_dir.empty() || !options.seed_json.empty();
   if (need_temp) {
-    absl::StatusOr<std::string> dir = MakeTempDir();
+    absl::StatusOr<std::string> dir = MakeTempDir("palmgate-sandbox");
     if (!dir.ok()) return dir.status();
     p->temp_dir_ = *dir;
   }
@@ -126,71 +72,29 @@ absl::StatusOr<std::unique_ptr<SandboxProcess>> SandboxProcess::Start(const Sand
   }
   args.insert(args.end(), options.extra_flags.begin(), options.extra_flags.end());
 
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  absl::StatusOr<pid_t> pid = Spawn(args, fds[1], fds[0]);
-  ::close(fds[1]);
-  if (!pid.ok()) {
-    ::close(fds[0]);
-    return pid.status();
-  }
-  p->pid_ = *pid;
-  p->stdout_fd_ = fds[0];
-
-  // Read the handshake line with a deadline.
-  std::string line;
-  const absl::Time deadline = absl::Now() + options.startup_timeout;
-  while (line.find('\n') == std::string::npos) {
-    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-    if (left_ms <= 0) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("palmgate-sandbox did not print LISTENING within the startup timeout: ", absl::StrJoin(args, " ")));
-    }
-    pollfd pfd = {p->stdout_fd_, POLLIN, 0};
-    int rc = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left_ms, 1000)));
-    if (rc < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
-    if (rc <= 0) continue;
-    char buf[512];
-    ssize_t n = ::read(p->stdout_fd_, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      absl::StatusOr<int> code = WaitExit(p->pid_);
-      p->pid_ = -1;
-      return absl::InternalError(absl::StrCat("palmgate-sandbox exited before LISTENING (",
-                                              code.ok() ? absl::StrCat("exit ", *code) : code.status().ToString(),
-                                              "): ", absl::StrJoin(args, " ")));
-    }
-    line.append(buf, static_cast<size_t>(n));
-  }
-  absl::string_view first(line.data(), line.find('\n'));
-  if (!absl::ConsumePrefix(&first, "LISTENING ")) {
-    return absl::InternalError(absl::StrCat("unexpected sandbox handshake: ", first));
-  }
-  p->base_url_ = std::string(first);
+  absl::StatusOr<std::unique_ptr<ListeningProcess>> process = ListeningProcess::Start(args, options.startup_timeout);
+  if (!process.ok()) return process.status();
+  p->process_ = *std::move(process);
+  p->base_url_ = p->process_->address();
   return p;
 }
 
 absl::StatusOr<int> SandboxProcess::Stop() {
-  if (pid_ < 0) return absl::FailedPreconditionError("not running");
-  ::kill(pid_, SIGTERM);
-  absl::StatusOr<int> code = WaitExit(pid_);
-  pid_ = -1;
+  if (process_ == nullptr) return absl::FailedPreconditionError("not running");
+  absl::StatusOr<int> code = process_->Stop();
+  process_.reset();
   return code;
 }
 
+pid_t SandboxProcess::pid() const { return process_ != nullptr ? process_->pid() : -1; }
+
 SandboxProcess::~SandboxProcess() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);
-    (void)WaitExit(pid_);
-  }
-  if (stdout_fd_ >= 0) ::close(stdout_fd_);
+  process_.reset();  // SIGTERM and reap before the key directory goes
   if (!temp_dir_.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(temp_dir_, ec);
   }
 }
-
-// SandboxMerchant
 
 absl::StatusOr<SandboxMerchant> SandboxMerchant::Load(const std::string& keys_dir) {
   auto read = [&](const char* name) { return ReadFile(absl::StrCat(keys_dir, "/", name)); };

@@ -41,6 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/crypto/rsa.h"
+#include "tests/testing/child_process.h"
 #include "tests/testing/http_test_client.h"
 
 namespace palmgate::testing {
@@ -75,7 +76,7 @@ class SandboxProcess {
   const std::string& keys_dir() const { return keys_dir_; }
   // keys_dir()/ca_cert.pem: the CA that issued the TLS certificate.
   std::string ca_cert_path() const { return keys_dir_ + "/ca_cert.pem"; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const;
 
   // Sends SIGTERM and waits; returns the exit status (0 for a clean stop),
   // or kInternal if it died from a signal.
@@ -84,8 +85,7 @@ class SandboxProcess {
  private:
   SandboxProcess() = default;
 
-  pid_t pid_ = -1;
-  int stdout_fd_ = -1;
+  std::unique_ptr<ListeningProcess> process_;
   std::string base_url_;
   std::string keys_dir_;
   std::string temp_dir_;  // removed in the destructor when not empty

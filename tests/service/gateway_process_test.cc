@@ -1,0 +1,223 @@
+// The real `palmgate` binary as operators run it: configured through
+// PALMGATE_* environment variables, logging one line per RPC without secrets
+// or clear openids, and draining on SIGTERM (health NOT_SERVING, in-flight
+// RPCs finish, exit 0).
+#include <signal.h>
+
+#include <algorithm>
+#include <future>
+#include <thread>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "palmgate/v1/palm_authorization.grpc.pb.h"
+#include "server/common/file_util.h"
+#include "tests/testing/child_process.h"
+#include "tests/testing/sandbox_process.h"
+#include "tests/testing/test_matchers.h"
+
+namespace palmgate {
+namespace {
+
+using ::palmgate::testing::IsOk;
+using ::palmgate::testing::IsOkAndHolds;
+using ::palmgate::testing::ListeningProcess;
+using ::palmgate::testing::SandboxMerchant;
+using ::palmgate::testing::SandboxProcess;
+using ::palmgate::testing::SandboxProcessOptions;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kOpenid[] = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+
+class GatewayProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SandboxProcessOptions options;
+    options.tls = true;
+    options.faults = true;
+    options.seed_json = absl::StrCat(R"({"users":[{"openid":")", kOpenid,
+                                     R"(","organization_id":"1004","state":"AUTHORIZATION_STATE_ON"},
+        {"openid":"o-slow","organization_id":"1004","state":"AUTHORIZATION_STATE_OFF","fault":"latency=1500"}]})");
+    auto sandbox = SandboxProcess::Start(options);
+    ASSERT_THAT(sandbox, IsOk());
+    sandbox_ = *std::move(sandbox);
+    auto dir = testing::MakeTempDir("palmgate-gateway");
+    ASSERT_THAT(dir, IsOk());
+    dir_ = *dir;
+  }
+
+  // Starts the gateway configured by environment variables only.
+  void StartGateway(const std::vector<std::string>& flags = {}) {
+    auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
+    ASSERT_THAT(merchant, IsOk());
+    const std::string keys = sandbox_->keys_dir();
+    std::vector<std::string> env = {
+        "PALMGATE_LISTEN=127.0.0.1:0",
+        "PALMGATE_MCHID=" + merchant->mchid(),
+        "PALMGATE_MERCHANT_SERIAL=" + merchant->merchant_serial(),
+        "PALMGATE_MERCHANT_PRIVATE_KEY=" + keys + "/apiclient_key.pem",
+        "PALMGATE_MERCHANT_CERTIFICATE=" + keys + "/apiclient_cert.pem",
+        "PALMGATE_WECHATPAY_PUBLIC_KEY=" + keys + "/pub_key.pem",
+        "PALMGATE_WECHATPAY_PUBLIC_KEY_ID=" + merchant->public_key_id(),
+        "PALMGATE_PLATFORM_CERTIFICATES=" + keys + "/platform_cert.pem",
+        "PALMGATE_UPSTREAM=" + sandbox_->base_url(),
+        "PALMGATE_UPSTREAM_CA=" + sandbox_->ca_cert_path(),
+    };
+    std::vector<std::string> args = {PALMGATE_GATEWAY_BINARY};
+    args.insert(args.end(), flags.begin(), flags.end());
+    auto gateway = ListeningProcess::Start(args, absl::Seconds(30), log_path(), env);
+    ASSERT_THAT(gateway, IsOk());
+    gateway_ = *std::move(gateway);
+    channel_ = grpc::CreateChannel(gateway_->address(), grpc::InsecureChannelCredentials());
+  }
+
+  std::string log_path() const { return dir_ + "/palmgate.log"; }
+
+  grpc::Status Call(const std::string& openid, palmgate::v1::Authorization* out) {
+    auto stub = palmgate::v1::PalmAuthorization::NewStub(channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    palmgate::v1::GetAuthorizationRequest req;
+    req.set_openid(openid);
+    req.set_organization_id("1004");
+    return stub->GetAuthorization(&ctx, req, out);
+  }
+
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health() {
+    auto stub = grpc::health::v1::Health::NewStub(channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status s = stub->Check(&ctx, req, &resp);
+    if (!s.ok()) return absl::UnavailableError(s.error_message());
+    return resp.status();
+  }
+
+  // Number of requests the sandbox has received for `openid` so far.
+  int SandboxSaw(const std::string& openid) {
+    testing::TestHttpRequest request;
+    request.target = "/_sandbox/requests";
+    auto r = testing::HttpFetch(sandbox_->base_url(), request, sandbox_->ca_cert_path());
+    EXPECT_THAT(r, IsOk());
+    auto j = nlohmann::json::parse(r->body, nullptr, false);
+    const nlohmann::json& list = j.is_array() ? j : j["requests"];
+    int n = 0;
+    for (const auto& rec : list) n += rec.value("openid", "") == openid;
+    return n;
+  }
+
+  std::unique_ptr<SandboxProcess> sandbox_;
+  std::unique_ptr<ListeningProcess> gateway_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::string dir_;
+};
+
+TEST_F(GatewayProcessTest, ServesAVerifiedAnswerConfiguredByEnvironment) {
+  StartGateway();
+  EXPECT_THAT(Health(), IsOkAndHolds(grpc::health::v1::HealthCheckResponse::SERVING));
+  palmgate::v1::Authorization a;
+  grpc::Status s = Call(kOpenid, &a);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(a.state(), palmgate::v1::AUTHORIZATION_STATE_ON);
+}
+
+TEST_F(GatewayProcessTest, LogsOneLinePerRpcWithoutSecretsOrOpenids) {
+  StartGateway();
+  palmgate::v1::Authorization a;
+  ASSERT_TRUE(Call(kOpenid, &a).ok());
+  EXPECT_FALSE(Call("", &a).ok());
+  EXPECT_FALSE(Call("o-missing-" + std::string(130, 'x'), &a).ok());
+  channel_.reset();  // an idle C++ client answers the server's GOAWAY only on its 5 s backup poll
+  EXPECT_THAT(gateway_->Stop(), IsOkAndHolds(0));
+  auto log = ReadFile(log_path());
+  ASSERT_THAT(log, IsOk());
+  int rpc_lines = 0;
+  for (absl::string_view line : absl::StrSplit(*log, '\n')) {
+    if (absl::StrContains(line, " rpc method=/palmgate.v1.PalmAuthorization/GetAuthorization ")) ++rpc_lines;
+  }
+  EXPECT_EQ(rpc_lines, 3);
+  EXPECT_THAT(*log, HasSubstr("code=0 "));
+  EXPECT_THAT(*log, HasSubstr("code=3 "));
+  EXPECT_THAT(*log, HasSubstr("openid=sha256:"));
+  EXPECT_THAT(*log, HasSubstr("wechatpay_request_id="));
+  EXPECT_THAT(*log, Not(HasSubstr(kOpenid)));
+  EXPECT_THAT(*log, Not(HasSubstr("o-missing-")));
+  EXPECT_THAT(*log, Not(HasSubstr("WECHATPAY2-")));
+  EXPECT_THAT(*log, Not(HasSubstr("signature=")));
+  EXPECT_THAT(*log, Not(HasSubstr("PRIVATE KEY")));
+  auto key = ReadFile(sandbox_->keys_dir() + "/apiclient_key.pem");
+  ASSERT_THAT(key, IsOk());
+  // No line of the private key's Base64 body appears.
+  for (absl::string_view line : absl::StrSplit(*key, '\n')) {
+    if (line.size() > 20 && !absl::StartsWith(line, "-----")) {
+      EXPECT_THAT(*log, Not(HasSubstr(std::string(line))));
+    }
+  }
+}
+
+TEST_F(GatewayProcessTest, SigtermDrainsInFlightRpcsAndExitsZero) {
+  StartGateway({"--drain_delay=1s", "--shutdown_grace=10s"});
+  // A slow RPC (the sandbox answers after 1.5 s) is in flight when SIGTERM arrives.
+  std::promise<std::pair<grpc::Status, palmgate::v1::Authorization>> slow;
+  std::thread caller([&] {
+    palmgate::v1::Authorization a;
+    grpc::Status s = Call("o-slow", &a);
+    slow.set_value({s, a});
+  });
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (SandboxSaw("o-slow") == 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(SandboxSaw("o-slow"), 1) << "the slow call never reached the sandbox";
+  gateway_->Signal(SIGTERM);
+  // Health flips while the server still answers (drain delay).
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> health;
+  const absl::Time health_until = absl::Now() + absl::Seconds(1);
+  do {
+    health = Health();
+  } while (health.ok() && *health == grpc::health::v1::HealthCheckResponse::SERVING && absl::Now() < health_until);
+  EXPECT_THAT(health, IsOkAndHolds(grpc::health::v1::HealthCheckResponse::NOT_SERVING));
+  auto result = slow.get_future().get();
+  caller.join();
+  EXPECT_TRUE(result.first.ok()) << result.first.error_message();
+  EXPECT_EQ(result.second.state(), palmgate::v1::AUTHORIZATION_STATE_OFF);
+  EXPECT_THAT(gateway_->Wait(), IsOkAndHolds(0));
+}
+
+TEST_F(GatewayProcessTest, MisconfigurationStopsStartUpWithOneLineNamingTheSetting) {
+  const std::string keys = sandbox_->keys_dir();
+  struct Case {
+    std::vector<std::string> args;
+    const char* flag;
+  };
+  const Case cases[] = {
+      {{"--merchant_serial=AB", "--merchant_private_key=" + keys + "/apiclient_key.pem"}, "--mchid"},
+      {{"--mchid=1", "--merchant_serial=AB", "--merchant_private_key=" + keys + "/apiclient_key.pem",
+        "--platform_certificates=" + keys + "/apiclient_cert.pem"},
+       "--platform_certificates"},
+      {{"--mchid=1", "--merchant_serial=AB", "--merchant_private_key=" + keys + "/apiclient_key.pem"},
+       "--wechatpay_public_key"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {PALMGATE_GATEWAY_BINARY};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    auto gateway = ListeningProcess::Start(args, absl::Seconds(30), log_path());
+    ASSERT_FALSE(gateway.ok());
+    EXPECT_THAT(std::string(gateway.status().message()), HasSubstr("exit 2")) << c.flag;
+    auto log = ReadFile(log_path());
+    ASSERT_THAT(log, IsOk());
+    EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 1) << *log;
+    EXPECT_THAT(*log, HasSubstr(absl::StrCat("palmgate: ", c.flag, ":"))) << *log;
+  }
+}
+
+}  // namespace
+}  // namespace palmgate

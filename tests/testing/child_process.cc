@@ -1,0 +1,151 @@
+#include "tests/testing/child_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+
+namespace palmgate::testing {
+namespace {
+
+// fork/exec `args` with stdout to `stdout_fd` (or inherited when -1), stderr to
+// `stderr_fd` (or inherited when -1).
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, int stdout_fd, int stderr_fd,
+                            const std::vector<std::string>& extra_env = {}) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  for (const std::string& e : extra_env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid == 0) {
+    // Child: async-signal-safe calls only. Descriptors are O_CLOEXEC, dup2 clears it.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(126);
+    if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
+    if (stderr_fd >= 0) ::dup2(stderr_fd, STDERR_FILENO);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+absl::StatusOr<int> WaitExit(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return absl::InternalError(absl::StrCat("waitpid: ", std::strerror(errno)));
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return absl::InternalError(absl::StrCat("child died from signal ", WTERMSIG(status)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> MakeTempDir(const std::string& prefix) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string pattern = absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/", prefix, "-XXXXXX");
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
+  }
+  return pattern;
+}
+
+absl::StatusOr<int> RunCommand(const std::vector<std::string>& args) {
+  absl::StatusOr<pid_t> pid = Spawn(args, -1, -1);
+  if (!pid.ok()) return pid.status();
+  return WaitExit(*pid);
+}
+
+absl::StatusOr<std::unique_ptr<ListeningProcess>> ListeningProcess::Start(const std::vector<std::string>& args,
+                                                                          absl::Duration timeout,
+                                                                          const std::string& stderr_path,
+                                                                          const std::vector<std::string>& extra_env) {
+  std::unique_ptr<ListeningProcess> p(new ListeningProcess());
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  int err_fd = -1;
+  if (!stderr_path.empty()) {
+    err_fd = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (err_fd < 0) return absl::InternalError(absl::StrCat("open ", stderr_path, ": ", std::strerror(errno)));
+  }
+  absl::StatusOr<pid_t> pid = Spawn(args, fds[1], err_fd, extra_env);
+  ::close(fds[1]);
+  if (err_fd >= 0) ::close(err_fd);
+  if (!pid.ok()) {
+    ::close(fds[0]);
+    return pid.status();
+  }
+  p->pid_ = *pid;
+  p->stdout_fd_ = fds[0];
+
+  std::string line;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (line.find('\n') == std::string::npos) {
+    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left_ms <= 0) {
+      return absl::DeadlineExceededError(absl::StrCat("no LISTENING line in time from: ", absl::StrJoin(args, " ")));
+    }
+    pollfd pfd = {p->stdout_fd_, POLLIN, 0};
+    int rc = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left_ms, 1000)));
+    if (rc < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    if (rc <= 0) continue;
+    char buf[512];
+    ssize_t n = ::read(p->stdout_fd_, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::StatusOr<int> code = WaitExit(p->pid_);
+      p->pid_ = -1;
+      return absl::InternalError(absl::StrCat("exited before LISTENING (",
+                                              code.ok() ? absl::StrCat("exit ", *code) : code.status().ToString(),
+                                              "): ", absl::StrJoin(args, " ")));
+    }
+    line.append(buf, static_cast<size_t>(n));
+  }
+  absl::string_view first(line.data(), line.find('\n'));
+  if (!absl::ConsumePrefix(&first, "LISTENING ")) {
+    return absl::InternalError(absl::StrCat("unexpected handshake: ", first));
+  }
+  p->address_ = std::string(first);
+  return p;
+}
+
+void ListeningProcess::Signal(int signal) const {
+  if (pid_ > 0) ::kill(pid_, signal);
+}
+
+absl::StatusOr<int> ListeningProcess::Wait() {
+  if (pid_ < 0) return absl::FailedPreconditionError("not running");
+  absl::StatusOr<int> code = WaitExit(pid_);
+  pid_ = -1;
+  return code;
+}
+
+absl::StatusOr<int> ListeningProcess::Stop() {
+  Signal(SIGTERM);
+  return Wait();
+}
+
+ListeningProcess::~ListeningProcess() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    (void)WaitExit(pid_);
+  }
+  if (stdout_fd_ >= 0) ::close(stdout_fd_);
+}
+
+}  // namespace palmgate::testing

@@ -1,0 +1,68 @@
+// File: tests/testing/child_process.h
+//
+// ListeningProcess: runs a server binary of this project as a child process
+// and waits for its start-up handshake, one stdout line `LISTENING <address>`
+// (palmgate prints host:port, palmgate-sandbox a URL), read with poll() and a
+// deadline: no sleeps. The child gets PR_SET_PDEATHSIG(SIGTERM) so a crashed
+// test never leaves it behind (Linux ties that to the calling thread: start it
+// from a thread that outlives it). The destructor sends SIGTERM and reaps it.
+//
+// Thread safety: one owner per instance.
+#ifndef PALMGATE_TESTS_TESTING_CHILD_PROCESS_H_
+#define PALMGATE_TESTS_TESTING_CHILD_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace palmgate::testing {
+
+// Runs `args` (args[0] is the binary path) to completion; returns its exit code.
+absl::StatusOr<int> RunCommand(const std::vector<std::string>& args);
+
+// Creates a fresh directory under $TEST_TMPDIR or /tmp.
+absl::StatusOr<std::string> MakeTempDir(const std::string& prefix);
+
+class ListeningProcess {
+ public:
+  // Starts `args` and returns once it printed `LISTENING <address>`. `stderr_path`,
+  // when not empty, receives the child's stderr (else it is inherited).
+  // `extra_env` ("NAME=value") is added to the inherited environment.
+  // kDeadlineExceeded when no handshake came within `timeout`; kInternal when
+  // the child exited first (with its exit code in the message).
+  static absl::StatusOr<std::unique_ptr<ListeningProcess>> Start(const std::vector<std::string>& args,
+                                                                 absl::Duration timeout,
+                                                                 const std::string& stderr_path = "",
+                                                                 const std::vector<std::string>& extra_env = {});
+  ~ListeningProcess();
+  ListeningProcess(const ListeningProcess&) = delete;
+  ListeningProcess& operator=(const ListeningProcess&) = delete;
+
+  // What followed "LISTENING " on the handshake line.
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+
+  // Sends `signal` (the process keeps running or not, as it decides).
+  void Signal(int signal) const;
+
+  // Waits for the child to exit; returns its exit code, or kInternal if it died from a signal.
+  absl::StatusOr<int> Wait();
+
+  // Sends SIGTERM and waits.
+  absl::StatusOr<int> Stop();
+
+ private:
+  ListeningProcess() = default;
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  std::string address_;
+};
+
+}  // namespace palmgate::testing
+
+#endif  // PALMGATE_TESTS_TESTING_CHILD_PROCESS_H_
