@@ -36,9 +36,12 @@ struct GatewayConfig {
   absl::Duration clock_skew = absl::Seconds(300);
 };
 
-// The loaded gateway core. Destroy the gRPC server first: the transport's
-// destructor cancels what is still in flight.
+// The loaded gateway core. Shut the gRPC server down first.
 struct GatewayCore {
+  // The transport goes first: it cancels what is still in flight and runs
+  // those callbacks while the client and keys still exist.
+  ~GatewayCore() { transport.reset(); }
+
   std::unique_ptr<wechatpay::CurlTransport> transport;
   std::unique_ptr<wechatpay::SwappableKeyStore> keys;
   std::unique_ptr<wechatpay::PalmServiceClient> client;
