@@ -1,0 +1,250 @@
+// File: server/wechatpay/certificate_manager.h
+//
+// PlatformCertificateManager: automatic management of WeChat Pay platform
+// certificates when an APIv3 key is configured (wechatpay-v3.md 4.1–4.3,
+// anchors.md B#1, B#2, B#6).
+//
+// - Downloads `GET /v3/certificates` at start-up (RefreshBlocking), on its own
+//   timer thread every `refresh_interval` ± `refresh_jitter` (default 11 h ±
+//   30 min; WeChat Pay asks for an interval under 12 h), and on demand when a
+//   response names a serial the key ring does not hold (KeyRefresher; at most
+//   one download per `min_refresh_interval`, concurrent requests share one).
+// - Every download is signed afresh (Credential), sent with `Wechatpay-Serial`
+//   set to the ring's preferred serial, classified and verified
+//   (ValidateResponse), and each certificate decrypted with AEAD_AES_256_GCM
+//   under the APIv3 key (ParseCertificatesResponse).
+// - The new ring is the static keys (configured WeChat Pay public key, pinned
+//   platform certificates) plus the downloaded certificates. Expired
+//   certificates are dropped, not-yet-valid ones kept (they become preferred
+//   once valid). A certificate that vanishes from the listing is kept for
+//   `retired_grace` more, so that a response signed just before WeChat Pay
+//   retired it still verifies. The store is swapped (copy-on-write, one
+//   pointer swap) only when the set of serials or the preferred serial
+//   changes; verifications in progress keep the snapshot they started with.
+// - A 404 from /v3/certificates (a merchant onboarded with a WeChat Pay public
+//   key only, `RESOURCE_NOT_EXISTS`) is not an error when a static key exists:
+//   the manager keeps public-key mode and logs it once. Without any static key
+//   start-up fails with kFailedPrecondition.
+//
+// TRUST DECISION (the first download, and any download signed by a serial the
+// ring does not know):
+//   * When the response's `Wechatpay-Serial` is in the current ring (a
+//     configured public key, a pinned certificate, or a certificate from an
+//     earlier download), the response MUST verify with that key; a failure is
+//     final — nothing from that download is used.
+//   * Otherwise (the ring is empty, or WeChat Pay signed with a certificate we
+//     have not seen yet, e.g. after it retired the one we asked for), the
+//     download is accepted only if every certificate in it decrypts and
+//     authenticates under the APIv3 key (AES-256-GCM; only WeChat Pay and the
+//     merchant hold that key) AND the response signature verifies with one of
+//     the certificates it delivered (the PHP CLI approach, wechatpay-v3.md 4.3).
+//     The APIv3 key is then the root of trust: whoever holds it can forge
+//     certificates, so keep it as secret as the merchant private key. No chain
+//     to a WeChat Pay CA is checked (none is published for this purpose).
+//
+// Thread safety: all public methods are thread-safe. Callbacks (KeyRefresher
+// `done`, the usability listener) never run under the manager's mutex.
+// RefreshBlocking must not be called on the transport's thread.
+//
+// Example (start-up):
+//   PALMGATE_ASSIGN_OR_RETURN(auto manager, PlatformCertificateManager::Create(
+//       options, credential, transport, apiv3_key, static_keys, clock));
+//   PALMGATE_RETURN_IF_ERROR(manager->RefreshBlocking(clock.Now() + absl::Seconds(10)));
+//   auto store = std::make_unique<SwappableKeyStore>(manager->ring());
+//   manager->Start(store.get());       // periodic refresh; swaps go into `store`
+//   client.SetKeyRefresher(manager.get());
+#ifndef PALMGATE_SERVER_WECHATPAY_CERTIFICATE_MANAGER_H_
+#define PALMGATE_SERVER_WECHATPAY_CERTIFICATE_MANAGER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/common/clock.h"
+#include "server/crypto/rsa.h"
+#include "server/wechatpay/credential.h"
+#include "server/wechatpay/http_transport.h"
+#include "server/wechatpay/key_refresher.h"
+#include "server/wechatpay/key_ring.h"
+#include "server/wechatpay/response_validator.h"
+
+namespace palmgate::wechatpay {
+
+inline constexpr absl::string_view kCertificatesPath = "/v3/certificates";
+
+// Keys configured by the operator, always part of the ring.
+struct StaticVerificationKeys {
+  std::string public_key_id;   // "PUB_KEY_ID_…"; empty: none
+  std::string public_key_pem;  // SPKI PEM of that key
+  std::vector<crypto::Certificate> certificates;  // pinned platform certificates
+};
+
+class PlatformCertificateManager final : public KeyRefresher {
+ public:
+  struct Options {
+    std::string base_url;  // scheme://host[:port], no path
+    // Periodic refresh: every refresh_interval ± refresh_jitter (uniform).
+    // refresh_interval + refresh_jitter must stay under 12 h.
+    absl::Duration refresh_interval = absl::Hours(11);
+    absl::Duration refresh_jitter = absl::Minutes(30);
+    // After a failed periodic download, the next try comes this much later.
+    absl::Duration retry_interval = absl::Minutes(5);
+    // Unknown-serial refreshes: at most one download started per this long.
+    absl::Duration min_refresh_interval = absl::Seconds(30);
+    absl::Duration download_timeout = absl::Seconds(10);
+    // How long a certificate no longer listed is still accepted.
+    absl::Duration retired_grace = absl::Minutes(10);
+    // Longest real-time wait of the timer thread between looks at the Clock
+    // (so a FakeClock in tests, or a suspended host, is noticed).
+    absl::Duration timer_tick = absl::Minutes(1);
+    ValidatorOptions validator;
+  };
+
+  // Counters and state, for health and metrics.
+  struct Stats {
+    absl::Time last_success = absl::InfinitePast();  // last download used (or 404 in public-key mode)
+    absl::Time last_attempt = absl::InfinitePast();
+    absl::Status last_error;       // OK when the last download succeeded
+    size_t key_count = 0;          // keys in the current ring
+    size_t downloaded_certificates = 0;
+    absl::Time earliest_certificate_expiry = absl::InfiniteFuture();  // over the ring's certificates
+    std::string preferred_serial;
+    int64_t downloads_started = 0;
+    int64_t downloads_failed = 0;
+    int64_t ring_swaps = 0;
+    int64_t refreshes_rate_limited = 0;
+    bool platform_certificates_unavailable = false;  // /v3/certificates answered 404
+    bool usable = false;           // the ring holds a key valid now
+  };
+
+  // Returns a manager; nothing is downloaded yet. kInvalidArgument for an
+  // APIv3 key that is not 32 bytes, a bad base URL, a refresh interval that is
+  // not positive or reaches 12 h with its jitter, or an unusable static key.
+  // `credential`, `transport` and `clock` must outlive the manager (the
+  // credential is shared).
+  static absl::StatusOr<std::unique_ptr<PlatformCertificateManager>> Create(
+      Options options, std::shared_ptr<const Credential> credential, HttpTransport* transport,
+      std::string apiv3_key, StaticVerificationKeys static_keys, const Clock& clock);
+
+  // Stops (see Stop()).
+  ~PlatformCertificateManager() override;
+
+  PlatformCertificateManager(const PlatformCertificateManager&) = delete;
+  PlatformCertificateManager& operator=(const PlatformCertificateManager&) = delete;
+
+  // Downloads now (joining a download in flight only if it started after this
+  // call) and waits until `deadline`. OK when the ring holds the result; also
+  // OK for a 404 when static keys exist (public-key mode). Otherwise the
+  // download's error (kUnavailable, kDeadlineExceeded, kInternal for a
+  // response that fails verification, kDataLoss for a certificate that fails
+  // AES-GCM authentication, kFailedPrecondition for a 404 without static keys).
+  // Not rate limited.
+  absl::Status RefreshBlocking(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The current ring; null until one could be built (static keys or a download).
+  std::shared_ptr<const KeyRing> ring() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Attaches `store` (Replace()d with the current ring now and on every later
+  // change) and starts the timer thread. Call once, after the first ring
+  // exists. `store` must outlive the manager or Stop().
+  void Start(SwappableKeyStore* store) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Stops the timer thread, cancels a download in flight and waits for its
+  // callback, and fails pending refresh requests with kCancelled. Later
+  // refresh requests fail with kCancelled. Idempotent. Call before the
+  // transport goes away; not on the transport's thread.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // `listener(usable)` is called now with the current state, then whenever it
+  // changes (a refresh result, certificates expiring or becoming valid).
+  // Calls are serialised; the listener must not call SetUsabilityListener.
+  void SetUsabilityListener(absl::AnyInvocable<void(bool)> listener) ABSL_LOCKS_EXCLUDED(mu_, listener_mu_);
+
+  Stats GetStats() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // KeyRefresher. OK at once when the ring already holds `serial` (another
+  // refresh got it); kResourceExhausted at once when the last download
+  // started less than min_refresh_interval ago and none is in flight;
+  // kCancelled after Stop().
+  void RefreshForUnknownSerial(absl::string_view serial, Callback done) override ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Waiter {
+    std::string serial;         // empty: any completed download will do
+    int64_t needs_after = 0;    // satisfied by a download numbered above this
+    bool rate_limited = false;  // unknown-serial requests are; start-up ones are not
+    Callback done;
+  };
+  struct Downloaded {
+    crypto::Certificate certificate;
+    absl::Time last_listed;
+  };
+  struct Outcome {
+    absl::Status status;
+    bool not_found = false;
+    std::vector<crypto::Certificate> certificates;
+  };
+
+  static Outcome Failed(absl::Status status, bool not_found = false);
+  PlatformCertificateManager(Options options, std::shared_ptr<const Credential> credential,
+                             HttpTransport* transport, std::string apiv3_key, StaticVerificationKeys static_keys,
+                             const Clock& clock);
+
+  // Marks a download as started; the caller sends it (SendDownload) after unlocking.
+  int64_t BeginDownloadLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendDownload(int64_t number) ABSL_LOCKS_EXCLUDED(mu_);
+  void OnDownload(int64_t number, absl::StatusOr<HttpResponse> response) ABSL_LOCKS_EXCLUDED(mu_);
+  Outcome Evaluate(const absl::StatusOr<HttpResponse>& response, const std::shared_ptr<const KeyRing>& ring,
+                   absl::Time now) const;
+  // Rebuilds the ring from static + downloaded keys; swaps when it changed.
+  absl::Status RebuildLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Time NextPeriodicLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool UsableLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifyUsability() ABSL_LOCKS_EXCLUDED(mu_, listener_mu_);
+  void TimerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  const Options options_;
+  const std::shared_ptr<const Credential> credential_;
+  HttpTransport* const transport_;
+  const std::string apiv3_key_;
+  const StaticVerificationKeys static_keys_;
+  const Clock& clock_;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const KeyRing> ring_ ABSL_GUARDED_BY(mu_);
+  SwappableKeyStore* store_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::map<std::string, Downloaded> downloaded_ ABSL_GUARDED_BY(mu_);  // by serial
+  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  int64_t downloads_started_ ABSL_GUARDED_BY(mu_) = 0;
+  bool in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;  // OnDownload calls still running (after in_flight_ cleared)
+  TransferId transfer_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time next_periodic_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::Time next_change_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // a cert expires or becomes valid
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool logged_not_found_ ABSL_GUARDED_BY(mu_) = false;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  std::mt19937_64 random_ ABSL_GUARDED_BY(mu_);
+  std::thread timer_;
+
+  absl::Mutex listener_mu_;  // taken before mu_, never inside it
+  absl::AnyInvocable<void(bool)> listener_ ABSL_GUARDED_BY(listener_mu_);
+  int last_notified_ ABSL_GUARDED_BY(listener_mu_) = -1;  // -1 none, 0 false, 1 true
+};
+
+}  // namespace palmgate::wechatpay
+
+#endif  // PALMGATE_SERVER_WECHATPAY_CERTIFICATE_MANAGER_H_
