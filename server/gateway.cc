@@ -38,6 +38,18 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     return Setting("upstream", "must be an http:// or https:// URL");
   }
   if (absl::EndsWith(config.upstream, "/")) return Setting("upstream", "must not end with '/'");
+  std::string backup = config.upstream_backup;
+  if (backup == "auto") backup = config.upstream == wechatpay::kProductionBaseUrl ? std::string(wechatpay::kBackupBaseUrl) : "";
+  if (backup == "none") backup.clear();
+  if (!backup.empty() && ((!absl::StartsWith(backup, "https://") && !absl::StartsWith(backup, "http://")) ||
+                          absl::EndsWith(backup, "/"))) {
+    return Setting("upstream_backup", "must be an http:// or https:// URL without a trailing '/', \"auto\" or \"none\"");
+  }
+  if (config.upstream_attempts < 1 || config.upstream_attempts > 10) {
+    return Setting("upstream_attempts", "must be between 1 and 10");
+  }
+  if (config.upstream_attempt_timeout < absl::ZeroDuration()) return Setting("upstream_attempt_timeout", "must not be negative");
+  if (config.upstream_max_idle <= absl::ZeroDuration()) return Setting("upstream_max_idle", "must be positive");
   if (config.upstream_timeout <= absl::ZeroDuration()) return Setting("upstream_timeout", "must be positive");
   if (config.clock_skew <= absl::ZeroDuration()) return Setting("clock_skew", "must be positive");
 
@@ -105,6 +117,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   wechatpay::CurlTransport::Options topts;
   topts.ca_file = config.upstream_ca;
   topts.proxy = config.proxy;
+  topts.max_idle_connection_age = config.upstream_max_idle;
   auto transport = wechatpay::CurlTransport::Create(topts);
   if (!transport.ok()) return transport.status();
 
@@ -115,7 +128,11 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
       config.mchid, merchant_serial, std::shared_ptr<const wechatpay::Signer>(*std::move(signer)), clock);
   wechatpay::PalmServiceClient::Options copts;
   copts.base_url = config.upstream;
+  copts.backup_url = backup;
   copts.max_timeout = config.upstream_timeout;
+  copts.attempt_timeout =
+      config.upstream_attempt_timeout > absl::ZeroDuration() ? config.upstream_attempt_timeout : config.upstream_timeout;
+  copts.max_attempts = config.upstream_attempts;
   copts.validator.max_clock_skew = config.clock_skew;
   core->client = std::make_unique<wechatpay::PalmServiceClient>(copts, std::move(credential), core->keys.get(),
                                                                 core->transport.get(), clock);

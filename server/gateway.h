@@ -30,6 +30,12 @@ struct GatewayConfig {
   std::string wechatpay_public_key_id;
   std::vector<std::string> platform_certificates;  // PEM files
   std::string upstream = std::string(wechatpay::kProductionBaseUrl);
+  // "auto": WeChat Pay's backup host when `upstream` is the production host, else none;
+  // "" or "none": no failover.
+  std::string upstream_backup = "auto";
+  int upstream_attempts = 3;
+  absl::Duration upstream_attempt_timeout = absl::ZeroDuration();  // zero: upstream_timeout
+  absl::Duration upstream_max_idle = absl::Seconds(7);             // below WeChat Pay's 8 s keep-alive
   std::string upstream_ca;            // PEM bundle; empty: system CAs
   std::string proxy;                  // empty: HTTPS_PROXY/NO_PROXY from the environment
   absl::Duration upstream_timeout = absl::Seconds(10);

@@ -39,6 +39,13 @@ ABSL_FLAG(std::string, wechatpay_public_key, "", "file: the WeChat Pay public ke
 ABSL_FLAG(std::string, wechatpay_public_key_id, "", "id of the WeChat Pay public key (PUB_KEY_ID_…)");
 ABSL_FLAG(std::vector<std::string>, platform_certificates, {}, "files: WeChat Pay platform certificates (comma-separated)");
 ABSL_FLAG(std::string, upstream, "https://api.mch.weixin.qq.com", "WeChat Pay API base URL");
+ABSL_FLAG(std::string, upstream_backup, "auto",
+          "failover base URL (\"auto\": https://api2.mch.weixin.qq.com when --upstream is the production host; \"none\")");
+ABSL_FLAG(int, upstream_attempts, 3, "attempts per call (retries on connection failure, timeout, 5xx, 429)");
+ABSL_FLAG(absl::Duration, upstream_attempt_timeout, absl::ZeroDuration(),
+          "time for one attempt; a timed-out attempt is retried while the deadline allows (0: --upstream_timeout)");
+ABSL_FLAG(absl::Duration, upstream_max_idle, absl::Seconds(7),
+          "pooled upstream connections idle longer are not reused (WeChat Pay closes them at 8 s)");
 ABSL_FLAG(std::string, upstream_ca, "", "file: CA bundle trusted for the upstream TLS (default: system CAs)");
 ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY)");
 ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");
@@ -53,7 +60,8 @@ namespace {
 
 constexpr const char* kEnvFlags[] = {
     "listen", "mchid", "merchant_serial", "merchant_private_key", "merchant_certificate",
-    "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_ca",
+    "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_backup",
+    "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "upstream_ca",
     "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "drain_delay", "shutdown_grace"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
@@ -82,6 +90,10 @@ int Run() {
   config.wechatpay_public_key_id = absl::GetFlag(FLAGS_wechatpay_public_key_id);
   config.platform_certificates = absl::GetFlag(FLAGS_platform_certificates);
   config.upstream = absl::GetFlag(FLAGS_upstream);
+  config.upstream_backup = absl::GetFlag(FLAGS_upstream_backup);
+  config.upstream_attempts = absl::GetFlag(FLAGS_upstream_attempts);
+  config.upstream_attempt_timeout = absl::GetFlag(FLAGS_upstream_attempt_timeout);
+  config.upstream_max_idle = absl::GetFlag(FLAGS_upstream_max_idle);
   config.upstream_ca = absl::GetFlag(FLAGS_upstream_ca);
   config.proxy = absl::GetFlag(FLAGS_proxy);
   config.upstream_timeout = absl::GetFlag(FLAGS_upstream_timeout);

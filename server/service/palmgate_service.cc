@@ -47,7 +47,7 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
       : service_(service), request_(request), response_(response), start_(service->clock_.Now()) {}
 
   void Start(absl::Time deadline) {
-    wechatpay::TransferId id = service_->client_->GetAuthorization(
+    wechatpay::CallId id = service_->client_->GetAuthorization(
         request_->openid(), request_->organization_id(), deadline,
         [this](absl::StatusOr<wechatpay::AuthorizationResult> result) { Complete(std::move(result)); });
     bool cancel = false;
@@ -62,7 +62,7 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
 
   // grpc::ServerUnaryReactor
   void OnCancel() override {
-    wechatpay::TransferId id;
+    wechatpay::CallId id;
     {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
@@ -103,11 +103,11 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
   const absl::Time start_;
   std::atomic<int> refs_{2};  // Start and OnDone
   absl::Mutex mu_;
-  wechatpay::TransferId transfer_ ABSL_GUARDED_BY(mu_) = 0;
+  wechatpay::CallId transfer_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-PalmAuthorizationService::PalmAuthorizationService(const wechatpay::PalmServiceClient* client, const Clock& clock,
+PalmAuthorizationService::PalmAuthorizationService(wechatpay::PalmServiceClient* client, const Clock& clock,
                                                    Options options)
     : client_(client), clock_(clock), options_(options) {
   // Method 0 is GetAuthorization; the replaced generated handler is deleted.

@@ -43,7 +43,7 @@ class PalmAuthorizationService final : public palmgate::v1::PalmAuthorization::C
   };
 
   // `client` and `clock` must outlive the service.
-  PalmAuthorizationService(const wechatpay::PalmServiceClient* client, const Clock& clock, Options options);
+  PalmAuthorizationService(wechatpay::PalmServiceClient* client, const Clock& clock, Options options);
 
   // Serves PalmAuthorization.GetAuthorization. The request arrives parsed as
   // its wire image (server/service/wire/), so that invalid UTF-8 reaches the
@@ -54,7 +54,7 @@ class PalmAuthorizationService final : public palmgate::v1::PalmAuthorization::C
 
  private:
   class Reactor;
-  const wechatpay::PalmServiceClient* const client_;
+  wechatpay::PalmServiceClient* const client_;
   const Clock& clock_;
   const Options options_;
 };

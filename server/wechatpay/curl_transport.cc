@@ -3,7 +3,9 @@
 #include <curl/curl.h>
 #include <openssl/opensslv.h>
 
+#include <algorithm>
 #include <deque>
+#include <set>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -38,7 +40,7 @@ using CurlHeaders = std::unique_ptr<curl_slist, CurlSlistDeleter>;
 absl::Status TransportError(absl::StatusCode code, ErrorReason reason, std::string message) {
   UpstreamError e;
   e.reason = reason;
-  if (code == absl::StatusCode::kUnavailable) e.retry_after = absl::Seconds(1);
+  if (reason == ErrorReason::kUpstreamUnavailable) e.retry_after = absl::Seconds(1);
   return MakeError(code, message, std::move(e));
 }
 
@@ -50,9 +52,11 @@ absl::Status AsStatus(CURLcode code, const char* error_buffer) {
       return TransportError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
                             absl::StrCat("upstream: timed out (", detail, ")"));
     case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
+      return TransportError(absl::StatusCode::kUnavailable, ErrorReason::kUpstreamTlsError,
+                            absl::StrCat("upstream: tls: ", detail));
+    case CURLE_SSL_CONNECT_ERROR:
       return TransportError(absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
                             absl::StrCat("upstream: tls: ", detail));
     default:
@@ -156,11 +160,37 @@ class CurlTransport::Loop {
     curl_multi_wakeup(multi_.get());
   }
 
+  void Schedule(absl::Duration delay, absl::AnyInvocable<void() &&> fn) {
+    {
+      absl::MutexLock lock(&mu_);
+      timers_.emplace(absl::Now() + delay, next_timer_++, std::move(fn));
+    }
+    curl_multi_wakeup(multi_.get());
+  }
+
   int64_t InFlight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
+  // Runs the timers due at `now` (all of them when `all`); returns the time
+  // until the next one (or a second).
+  absl::Duration RunTimers(bool all) {
+    for (;;) {
+      absl::AnyInvocable<void() &&> fn;
+      {
+        absl::MutexLock lock(&mu_);
+        if (timers_.empty()) return absl::Seconds(1);
+        const absl::Duration left = timers_.begin()->due - absl::Now();
+        if (!all && left > absl::ZeroDuration()) return left;
+        fn = std::move(timers_.begin()->fn);
+        timers_.erase(timers_.begin());
+      }
+      std::move(fn)();
+    }
+  }
+
   void Run() {
     for (;;) {
+      const absl::Duration next_timer = RunTimers(/*all=*/false);
       std::deque<std::unique_ptr<Transfer>> submitted;
       std::vector<TransferId> cancelled;
       bool stop;
@@ -194,23 +224,31 @@ class CurlTransport::Loop {
         running_.erase(it);
         Complete(std::move(t), result);
       }
-      curl_multi_poll(multi_.get(), nullptr, 0, /*timeout_ms=*/1000, nullptr);
+      // Waits for socket activity, curl's own timers, a wakeup, or our next timer.
+      const int wait_ms = static_cast<int>(
+          std::clamp<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(next_timer, absl::Milliseconds(1))), 0, 1000));
+      curl_multi_poll(multi_.get(), nullptr, 0, wait_ms, nullptr);
     }
-    // Shutting down: nothing may be left without an answer.
-    for (auto& [id, t] : running_) {
-      curl_multi_remove_handle(multi_.get(), t->easy.get());
-      Finish(std::move(t), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
-                                          "upstream: transport shutting down"));
-    }
-    running_.clear();
-    std::deque<std::unique_ptr<Transfer>> late;
-    {
-      absl::MutexLock lock(&mu_);
-      late.swap(submitted_);
-    }
-    for (auto& t : late) {
-      Finish(std::move(t), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
-                                          "upstream: transport shutting down"));
+    // Shutting down: nothing may be left without an answer. Callbacks may
+    // schedule or send more; repeat until nothing is left.
+    for (;;) {
+      RunTimers(/*all=*/true);
+      for (auto& [id, t] : running_) {
+        curl_multi_remove_handle(multi_.get(), t->easy.get());
+        Finish(std::move(t), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
+                                            "upstream: transport shutting down"));
+      }
+      running_.clear();
+      std::deque<std::unique_ptr<Transfer>> late;
+      {
+        absl::MutexLock lock(&mu_);
+        late.swap(submitted_);
+        if (late.empty() && timers_.empty()) break;
+      }
+      for (auto& t : late) {
+        Finish(std::move(t), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
+                                            "upstream: transport shutting down"));
+      }
     }
   }
 
@@ -317,6 +355,15 @@ class CurlTransport::Loop {
   TransferId next_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<std::unique_ptr<Transfer>> submitted_ ABSL_GUARDED_BY(mu_);
   std::vector<TransferId> cancelled_ ABSL_GUARDED_BY(mu_);
+  struct Timer {
+    absl::Time due;
+    uint64_t seq;  // keeps equal due times in submission order
+    mutable absl::AnyInvocable<void() &&> fn;
+    Timer(absl::Time d, uint64_t s, absl::AnyInvocable<void() &&> f) : due(d), seq(s), fn(std::move(f)) {}
+    bool operator<(const Timer& o) const { return due != o.due ? due < o.due : seq < o.seq; }
+  };
+  std::set<Timer> timers_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_timer_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 absl::StatusOr<std::unique_ptr<CurlTransport>> CurlTransport::Create(Options options) {
@@ -337,6 +384,10 @@ TransferId CurlTransport::Send(HttpRequest request, Callback done) {
 }
 
 void CurlTransport::Cancel(TransferId id) { loop_->Cancel(id); }
+
+void CurlTransport::Schedule(absl::Duration delay, absl::AnyInvocable<void() &&> fn) {
+  loop_->Schedule(delay, std::move(fn));
+}
 
 int64_t CurlTransport::InFlight() const { return loop_->InFlight(); }
 

@@ -59,6 +59,7 @@ class CurlTransport final : public HttpTransport {
   // HttpTransport
   TransferId Send(HttpRequest request, Callback done) override;
   void Cancel(TransferId id) override;
+  void Schedule(absl::Duration delay, absl::AnyInvocable<void() &&> fn) override;
 
   // Transfers started and not yet completed.
   int64_t InFlight() const;

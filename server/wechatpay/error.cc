@@ -26,6 +26,7 @@ constexpr ReasonEntry kReasons[] = {
     {ErrorReason::kUpstreamRateLimited, "UPSTREAM_RATE_LIMITED"},
     {ErrorReason::kUpstreamError, "UPSTREAM_ERROR"},
     {ErrorReason::kUpstreamUnavailable, "UPSTREAM_UNAVAILABLE"},
+    {ErrorReason::kUpstreamTlsError, "UPSTREAM_TLS_ERROR"},
     {ErrorReason::kUpstreamTimeout, "UPSTREAM_TIMEOUT"},
     {ErrorReason::kUpstreamAccepted, "UPSTREAM_ACCEPTED_NOT_PROCESSED"},
     {ErrorReason::kResponseSignatureMissing, "RESPONSE_SIGNATURE_MISSING"},

@@ -40,7 +40,8 @@ enum class ErrorReason {
   kUpstreamNotFound,           // 404
   kUpstreamRateLimited,        // 429
   kUpstreamError,              // any other 4xx
-  kUpstreamUnavailable,        // 5xx, connection, DNS or TLS failure
+  kUpstreamUnavailable,        // 5xx, connection or DNS failure, TLS handshake cut
+  kUpstreamTlsError,           // the upstream's certificate did not verify (not retried)
   kUpstreamTimeout,            // deadline budget exhausted
   kUpstreamAccepted,           // 202: accepted but not processed; try again
   // A 2xx answer that cannot be trusted or used.

@@ -10,6 +10,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/wechatpay/http_message.h"
 
 namespace palmgate::wechatpay {
@@ -37,6 +38,11 @@ class HttpTransport {
   // Stops a transfer; its callback then runs with kCancelled, unless it has
   // already run. Unknown ids are ignored.
   virtual void Cancel(TransferId id) = 0;
+
+  // Runs `fn` on the transport's thread after `delay` (retry backoff without
+  // holding a thread). When the transport shuts down, pending functions run
+  // at once (anything they Send then completes with kCancelled).
+  virtual void Schedule(absl::Duration delay, absl::AnyInvocable<void() &&> fn) = 0;
 };
 
 }  // namespace palmgate::wechatpay

@@ -2,8 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/logging.h"
 #include "server/wechatpay/error.h"
+#include "server/wechatpay/error_mapping.h"
 #include "server/wechatpay/request_target.h"
 
 namespace palmgate::wechatpay {
@@ -50,70 +56,331 @@ absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view bod
   return r;
 }
 
+struct PalmServiceClient::Call {
+  CallId id = 0;
+  std::string openid;
+  std::string organization_id;
+  std::string target;
+  absl::Time deadline;
+  absl::Mutex mu;
+  Callback done ABSL_GUARDED_BY(mu);
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  bool cancelled ABSL_GUARDED_BY(mu) = false;
+  bool in_backoff ABSL_GUARDED_BY(mu) = false;
+  TransferId transfer ABSL_GUARDED_BY(mu) = 0;
+  int attempts ABSL_GUARDED_BY(mu) = 0;
+  bool avoid_primary ABSL_GUARDED_BY(mu) = false;
+};
+
+namespace {
+
+// Full jitter (AWS architecture blog "Exponential Backoff And Jitter"):
+// uniform in [0, min(cap, base * 2^(attempt-1))].
+absl::Duration FullJitter(int attempt, absl::Duration base, absl::Duration cap) {
+  absl::Duration ceiling = base;
+  for (int i = 1; i < attempt && ceiling < cap; ++i) ceiling *= 2;
+  ceiling = std::min(ceiling, cap);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(0, absl::ToInt64Microseconds(ceiling)));
+  return absl::Microseconds(dist(rng));
+}
+
+}  // namespace
+
 PalmServiceClient::PalmServiceClient(Options options, std::shared_ptr<const Credential> credential,
                                      const KeyStore* keys, HttpTransport* transport, const Clock& clock)
     : options_(std::move(options)), credential_(std::move(credential)), keys_(keys), transport_(transport),
       clock_(clock) {}
 
-TransferId PalmServiceClient::GetAuthorization(absl::string_view openid, absl::string_view organization_id,
-                                               absl::Time deadline, Callback done) const {
+PalmServiceClient::~PalmServiceClient() = default;
+
+CallId PalmServiceClient::GetAuthorization(absl::string_view openid, absl::string_view organization_id,
+                                           absl::Time deadline, Callback done) {
   absl::StatusOr<std::string> target = AuthorizationQueryTarget(openid, organization_id);
   if (!target.ok()) {
     std::move(done)(target.status());
     return 0;
   }
-  const absl::Duration remaining = deadline - clock_.Now();
-  if (remaining <= absl::ZeroDuration()) {
+  const absl::Time now = clock_.Now();
+  deadline = std::min(deadline, now + options_.max_timeout);
+  if (deadline <= now) {
     std::move(done)(MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
                               "deadline already expired; nothing sent upstream"));
     return 0;
   }
-  absl::StatusOr<std::string> authorization = credential_->AuthorizationHeader("GET", *target, "");
-  if (!authorization.ok()) {
-    std::move(done)(MakeError(absl::StatusCode::kInternal, ErrorReason::kConfiguration,
-                              absl::StrCat("sign request: ", authorization.status().message())));
-    return 0;
+  auto call = std::make_shared<Call>();
+  call->openid = std::string(openid);
+  call->organization_id = std::string(organization_id);
+  call->target = *std::move(target);
+  call->deadline = deadline;
+  {
+    absl::MutexLock lock(&call->mu);
+    call->done = std::move(done);
   }
+  {
+    absl::MutexLock lock(&calls_mu_);
+    call->id = ++next_call_;
+    calls_[call->id] = call;
+  }
+  stat_calls_.fetch_add(1, std::memory_order_relaxed);
+  const CallId id = call->id;
+  StartAttempt(call);
+  return id;
+}
+
+void PalmServiceClient::Cancel(CallId id) {
+  std::shared_ptr<Call> call;
+  {
+    absl::MutexLock lock(&calls_mu_);
+    auto it = calls_.find(id);
+    if (it == calls_.end()) return;
+    call = it->second;
+  }
+  TransferId transfer = 0;
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+    call->cancelled = true;
+    if (!call->in_backoff) transfer = call->transfer;
+  }
+  if (transfer != 0) {
+    transport_->Cancel(transfer);  // its callback finishes the call with kCancelled
+  } else {
+    Finish(call, MakeError(absl::StatusCode::kCancelled, ErrorReason::kCancelled, "upstream: call cancelled"));
+  }
+}
+
+std::string PalmServiceClient::PickHost(bool avoid_primary) {
+  if (options_.backup_url.empty()) return options_.base_url;
+  if (avoid_primary) return options_.backup_url;
+  absl::MutexLock lock(&breaker_mu_);
+  if (primary_failures_ < options_.breaker_failures) return options_.base_url;
+  // Open: the backup takes the traffic; one probe goes to the primary after the open period.
+  if (clock_.Now() >= open_until_ && !probing_) {
+    probing_ = true;
+    return options_.base_url;
+  }
+  return options_.backup_url;
+}
+
+void PalmServiceClient::RecordPrimary(bool site_down_failure) {
+  absl::MutexLock lock(&breaker_mu_);
+  if (!site_down_failure) {
+    primary_failures_ = 0;
+    probing_ = false;
+    open_until_ = absl::InfinitePast();
+    return;
+  }
+  ++primary_failures_;
+  if (probing_ || primary_failures_ >= options_.breaker_failures) {
+    probing_ = false;
+    open_until_ = clock_.Now() + options_.breaker_open;
+  }
+}
+
+void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
+  bool avoid_primary;
+  bool cancelled;
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+    call->in_backoff = false;
+    avoid_primary = call->avoid_primary;
+    cancelled = call->cancelled;
+  }
+  if (cancelled) {
+    Finish(call, MakeError(absl::StatusCode::kCancelled, ErrorReason::kCancelled, "upstream: call cancelled"));
+    return;
+  }
+  const absl::Duration remaining = call->deadline - clock_.Now();
+  if (remaining <= absl::ZeroDuration()) {
+    Finish(call, MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
+                           "upstream: deadline reached before the answer"));
+    return;
+  }
+  absl::StatusOr<std::string> authorization = credential_.Current()->AuthorizationHeader("GET", call->target, "");
+  if (!authorization.ok()) {
+    Finish(call, MakeError(absl::StatusCode::kInternal, ErrorReason::kConfiguration,
+                           absl::StrCat("sign request: ", authorization.status().message())));
+    return;
+  }
+  const std::string host = PickHost(avoid_primary);
   HttpRequest request;
   request.method = "GET";
-  request.url = absl::StrCat(options_.base_url, *target);
-  request.timeout = std::min(remaining, options_.max_timeout);
+  request.url = absl::StrCat(host, call->target);
+  request.timeout = std::min(remaining, options_.attempt_timeout);
   request.headers.Add("Accept", "application/json");
   request.headers.Add("Authorization", *std::move(authorization));
   request.headers.Add("Wechatpay-Serial", keys_->Current()->preferred_serial());
+  stat_attempts_.fetch_add(1, std::memory_order_relaxed);
+  if (host != options_.base_url) stat_failovers_.fetch_add(1, std::memory_order_relaxed);
+  {
+    absl::MutexLock lock(&call->mu);
+    ++call->attempts;
+  }
+  TransferId transfer = transport_->Send(std::move(request), [this, call, host](absl::StatusOr<HttpResponse> r) {
+    OnResponse(call, host, std::move(r));
+  });
+  bool cancel = false;
+  {
+    absl::MutexLock lock(&call->mu);
+    call->transfer = transfer;
+    cancel = call->cancelled && !call->finished;
+  }
+  if (cancel) transport_->Cancel(transfer);
+}
 
-  return transport_->Send(
-      std::move(request),
-      [this, openid = std::string(openid), organization_id = std::string(organization_id),
-       done = std::move(done)](absl::StatusOr<HttpResponse> response) mutable {
-        if (!response.ok()) {
-          std::move(done)(response.status());
-          return;
-        }
-        // The snapshot taken now is used for the whole verification, even if keys rotate meanwhile.
-        std::shared_ptr<const KeyRing> ring = keys_->Current();
-        absl::StatusOr<VerifiedResponse> verified =
-            ValidateResponse(*response, *ring, clock_.Now(), options_.validator);
-        if (!verified.ok()) {
-          std::move(done)(verified.status());
-          return;
-        }
-        absl::StatusOr<AuthorizationResult> result = ParseAuthorizationBody(response->body, openid, organization_id);
-        if (!result.ok()) {
-          std::optional<UpstreamError> e = GetUpstreamError(result.status());
-          if (e.has_value()) {
-            e->request_id = verified->request_id;
-            std::move(done)(MakeError(result.status().code(), result.status().message(), *std::move(e)));
-          } else {
-            std::move(done)(result.status());
-          }
-          return;
-        }
-        result->request_id = verified->request_id;
-        result->verified_by = verified->serial;
-        result->clock_skew = verified->skew;
-        std::move(done)(std::move(result));
-      });
+void PalmServiceClient::OnResponse(const std::shared_ptr<Call>& call, const std::string& host,
+                                   absl::StatusOr<HttpResponse> response) {
+  const bool primary = host == options_.base_url;
+  if (!response.ok()) {
+    const ErrorReason reason = GetReason(response.status());
+    const bool site_down = reason == ErrorReason::kUpstreamUnavailable || reason == ErrorReason::kUpstreamTimeout;
+    if (primary && reason != ErrorReason::kCancelled) RecordPrimary(site_down);
+    if (site_down) {
+      RetryOrFinish(call, host, response.status(), site_down, absl::ZeroDuration());
+    } else {
+      Finish(call, response.status());
+    }
+    return;
+  }
+  absl::Status classified = ClassifyHttpStatus(*response);
+  if (!classified.ok()) {
+    const ErrorReason reason = GetReason(classified);
+    const bool site_down = reason == ErrorReason::kUpstreamUnavailable;  // 5xx
+    if (primary) RecordPrimary(site_down);
+    if (site_down || reason == ErrorReason::kUpstreamRateLimited || reason == ErrorReason::kUpstreamAccepted) {
+      absl::Duration retry_after = absl::ZeroDuration();
+      if (response->headers.Get("Retry-After").has_value()) retry_after = GetUpstreamError(classified)->retry_after;
+      RetryOrFinish(call, host, std::move(classified), site_down, retry_after);
+    } else {
+      Finish(call, std::move(classified));
+    }
+    return;
+  }
+  if (primary) RecordPrimary(false);
+  Verify(call, host, *std::move(response), /*after_refresh=*/false);
+}
+
+void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::string& host, HttpResponse response,
+                               bool after_refresh) {
+  // One key-ring snapshot for the whole verification, even if keys rotate meanwhile.
+  std::shared_ptr<const KeyRing> ring = keys_->Current();
+  const absl::Time now = clock_.Now();
+  absl::StatusOr<VerifiedResponse> verified = ValidateResponse(response, *ring, now, options_.validator);
+  if (!verified.ok()) {
+    const ErrorReason reason = GetReason(verified.status());
+    if (reason == ErrorReason::kUnknownWechatpaySerial && refresher_ != nullptr && !after_refresh) {
+      stat_refreshes_.fetch_add(1, std::memory_order_relaxed);
+      const std::string serial(response.headers.GetOrEmpty("Wechatpay-Serial"));
+      absl::Status original = verified.status();
+      refresher_->RefreshForUnknownSerial(
+          serial, [this, call, host, response = std::move(response),
+                   original = std::move(original)](absl::Status refreshed) mutable {
+            if (!refreshed.ok()) {
+              Finish(call, std::move(original));  // still unknown: never trusted
+              return;
+            }
+            Verify(call, host, std::move(response), /*after_refresh=*/true);
+          });
+      return;
+    }
+    if (reason == ErrorReason::kResponseTimestampSkew) {
+      int64_t ts = 0;
+      if (absl::SimpleAtoi(response.headers.GetOrEmpty("Wechatpay-Timestamp"), &ts)) {
+        NoteSkew(absl::FromUnixSeconds(ts) - now, /*beyond_window=*/true);
+      }
+    }
+    Finish(call, verified.status());
+    return;
+  }
+  NoteSkew(verified->skew, /*beyond_window=*/false);
+  absl::StatusOr<AuthorizationResult> result = ParseAuthorizationBody(response.body, call->openid, call->organization_id);
+  if (!result.ok()) {
+    std::optional<UpstreamError> e = GetUpstreamError(result.status());
+    if (e.has_value()) {
+      e->request_id = verified->request_id;
+      Finish(call, MakeError(result.status().code(), result.status().message(), *std::move(e)));
+    } else {
+      Finish(call, result.status());
+    }
+    return;
+  }
+  result->request_id = verified->request_id;
+  result->verified_by = verified->serial;
+  result->clock_skew = verified->skew;
+  result->host = host;
+  {
+    absl::MutexLock lock(&call->mu);
+    result->attempts = call->attempts;
+  }
+  Finish(call, std::move(result));
+}
+
+void PalmServiceClient::RetryOrFinish(const std::shared_ptr<Call>& call, const std::string& host,
+                                      absl::Status error, bool site_down, absl::Duration retry_after) {
+  absl::Duration delay;
+  bool give_up = false;
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+    delay = std::max(FullJitter(call->attempts, options_.backoff_base, options_.backoff_max), retry_after);
+    // Never wait into the deadline: an attempt needs some time to be worth sending.
+    give_up = call->cancelled || call->attempts >= options_.max_attempts ||
+              clock_.Now() + delay + absl::Milliseconds(5) >= call->deadline;
+    if (!give_up) {
+      call->in_backoff = true;
+      call->transfer = 0;
+      // After a site-down failure the next attempt goes to the other host.
+      if (site_down && !options_.backup_url.empty()) call->avoid_primary = host == options_.base_url;
+    }
+  }
+  if (give_up) {
+    Finish(call, std::move(error));
+    return;
+  }
+  stat_retries_.fetch_add(1, std::memory_order_relaxed);
+  transport_->Schedule(delay, [this, call] { StartAttempt(call); });
+}
+
+void PalmServiceClient::Finish(const std::shared_ptr<Call>& call, absl::StatusOr<AuthorizationResult> result) {
+  Callback done;
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+    call->finished = true;
+    done = std::move(call->done);
+  }
+  {
+    absl::MutexLock lock(&calls_mu_);
+    calls_.erase(call->id);
+  }
+  std::move(done)(std::move(result));
+}
+
+void PalmServiceClient::NoteSkew(absl::Duration skew, bool beyond_window) {
+  last_skew_ms_.store(absl::ToInt64Milliseconds(skew), std::memory_order_relaxed);
+  if (!beyond_window) return;
+  const int64_t now_s = absl::ToUnixSeconds(clock_.Now());
+  int64_t last = last_skew_log_s_.load(std::memory_order_relaxed);
+  if (now_s - last < 60 || !last_skew_log_s_.compare_exchange_strong(last, now_s)) return;  // once a minute
+  Log(LogLevel::kWarning,
+      absl::StrCat("wechatpay: response timestamp is ", absl::FormatDuration(skew),
+                   " away from the local clock (allowed: under ", absl::FormatDuration(options_.validator.max_clock_skew),
+                   "); the local clock is probably wrong: check NTP"));
+}
+
+PalmServiceClient::Stats PalmServiceClient::GetStats() const {
+  Stats s;
+  s.calls = stat_calls_.load(std::memory_order_relaxed);
+  s.attempts = stat_attempts_.load(std::memory_order_relaxed);
+  s.retries = stat_retries_.load(std::memory_order_relaxed);
+  s.failovers = stat_failovers_.load(std::memory_order_relaxed);
+  s.key_refreshes = stat_refreshes_.load(std::memory_order_relaxed);
+  s.last_clock_skew = absl::Milliseconds(last_skew_ms_.load(std::memory_order_relaxed));
+  absl::MutexLock lock(&breaker_mu_);
+  s.breaker_open = primary_failures_ >= options_.breaker_failures;
+  return s;
 }
 
 }  // namespace palmgate::wechatpay

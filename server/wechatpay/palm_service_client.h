@@ -7,8 +7,20 @@
 // gateway prefers, classify the HTTP status, verify the response signature,
 // and only then parse the body.
 //
-// Asynchronous: the result arrives in a callback on the transport's thread, so
-// a gRPC callback reactor can finish its RPC from there without blocking.
+// Resilience (anchors.md B#7): this GET is idempotent, so a failed attempt is
+// retried — on connection failures, timeouts with budget left, 5xx and 429 —
+// with exponential backoff and full jitter, never past the caller's deadline,
+// at most `max_attempts` times, never on other 4xx or on a response that failed
+// verification. Every attempt is signed afresh (new timestamp and nonce).
+// After the primary host fails in a way that suggests the site is down
+// (connection failure, timeout, 5xx) the next attempt goes to the backup host;
+// a circuit breaker keeps traffic on the backup while the primary stays down
+// and lets one probe through to the primary after `breaker_open`.
+// A response naming an unknown serial triggers one key refresh (KeyRefresher)
+// and one re-validation of the same raw response.
+//
+// Asynchronous: results arrive on the transport's thread; waiting between
+// attempts holds no thread (HttpTransport::Schedule).
 //
 // Example:
 //   client.GetAuthorization("oUpF8…", "1004", absl::Now() + absl::Seconds(2),
@@ -16,17 +28,23 @@
 #ifndef PALMGATE_SERVER_WECHATPAY_PALM_SERVICE_CLIENT_H_
 #define PALMGATE_SERVER_WECHATPAY_PALM_SERVICE_CLIENT_H_
 
+#include <atomic>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/common/clock.h"
 #include "server/wechatpay/credential.h"
 #include "server/wechatpay/http_transport.h"
+#include "server/wechatpay/key_refresher.h"
 #include "server/wechatpay/key_ring.h"
 #include "server/wechatpay/response_validator.h"
 
@@ -34,6 +52,8 @@ namespace palmgate::wechatpay {
 
 inline constexpr absl::string_view kProductionBaseUrl = "https://api.mch.weixin.qq.com";
 inline constexpr absl::string_view kBackupBaseUrl = "https://api2.mch.weixin.qq.com";
+
+using CallId = uint64_t;
 
 // AuthorizationResult
 //
@@ -48,6 +68,8 @@ struct AuthorizationResult {
   std::string request_id;          // WeChat Pay's Request-ID
   std::string verified_by;         // serial of the key that verified the signature
   absl::Duration clock_skew;       // Wechatpay-Timestamp minus local time
+  int attempts = 1;                // upstream attempts made
+  std::string host;                // base URL that answered
 };
 
 // Parses a verified 200 body. kInternal with kUpstreamMalformedResponse when the
@@ -56,41 +78,123 @@ struct AuthorizationResult {
 absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view body, absl::string_view openid,
                                                            absl::string_view organization_id);
 
+// CredentialStore
+//
+// The current signing credential; replaced atomically on key reload. Thread-safe.
+class CredentialStore {
+ public:
+  explicit CredentialStore(std::shared_ptr<const Credential> c) : credential_(std::move(c)) {}
+  std::shared_ptr<const Credential> Current() const ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return credential_;
+  }
+  void Replace(std::shared_ptr<const Credential> c) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    credential_.swap(c);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Credential> credential_ ABSL_GUARDED_BY(mu_);
+};
+
 class PalmServiceClient {
  public:
   struct Options {
     std::string base_url = std::string(kProductionBaseUrl);  // scheme://host[:port], no path
-    // Upper bound of one upstream call, whatever the caller's deadline.
+    // Failover target; empty: none.
+    std::string backup_url;
+    // Upper bound of one call (all attempts), whatever the caller's deadline.
     absl::Duration max_timeout = absl::Seconds(10);
+    // Upper bound of one attempt; a timed-out attempt is retried while budget remains.
+    absl::Duration attempt_timeout = absl::Seconds(10);
+    int max_attempts = 3;
+    absl::Duration backoff_base = absl::Milliseconds(50);
+    absl::Duration backoff_max = absl::Seconds(1);
+    // Consecutive site-down failures of the primary that open the breaker.
+    int breaker_failures = 3;
+    absl::Duration breaker_open = absl::Seconds(30);
     ValidatorOptions validator;
+  };
+
+  // Counters, for tests and metrics.
+  struct Stats {
+    int64_t calls = 0;
+    int64_t attempts = 0;
+    int64_t retries = 0;
+    int64_t failovers = 0;        // attempts sent to the backup host
+    int64_t key_refreshes = 0;    // unknown-serial refreshes requested
+    bool breaker_open = false;
+    absl::Duration last_clock_skew;  // from the last verified response
   };
 
   using Callback = absl::AnyInvocable<void(absl::StatusOr<AuthorizationResult>) &&>;
 
-  // `transport`, `keys` and `clock` must outlive the client.
+  // `transport`, `keys`, `clock` (and `refresher`, when set) must outlive the client.
   PalmServiceClient(Options options, std::shared_ptr<const Credential> credential, const KeyStore* keys,
                     HttpTransport* transport, const Clock& clock);
+  ~PalmServiceClient();
+
+  // Enables refresh-on-unknown-serial. Call before the first GetAuthorization.
+  void SetKeyRefresher(KeyRefresher* refresher) { refresher_ = refresher; }
+
+  // Replaces the signing credential (key reload); calls in flight finish with
+  // the one they started with.
+  void ReplaceCredential(std::shared_ptr<const Credential> credential) { credential_.Replace(std::move(credential)); }
 
   // Queries the authorization state of `openid` in `organization_id`.
-  // The upstream timeout is min(deadline - now, max_timeout). `done` runs
-  // exactly once: on the caller's thread, before this returns, for
-  // kInvalidArgument (bad field), kDeadlineExceeded (deadline already past) and
-  // signing failures — nothing is sent upstream then; otherwise on the
-  // transport's thread. Returns an id for Cancel (0 when nothing was sent).
-  TransferId GetAuthorization(absl::string_view openid, absl::string_view organization_id, absl::Time deadline,
-                              Callback done) const;
+  // All attempts end by min(deadline, now + max_timeout). `done` runs exactly
+  // once: on the caller's thread, before this returns, for kInvalidArgument
+  // (bad field), kDeadlineExceeded (deadline already past) and signing
+  // failures — nothing is sent upstream then; otherwise on the transport's
+  // thread. Returns an id for Cancel (0 when the call already finished).
+  CallId GetAuthorization(absl::string_view openid, absl::string_view organization_id, absl::Time deadline,
+                          Callback done);
 
-  // Cancels a call; its callback runs with kCancelled unless it already ran.
-  void Cancel(TransferId id) const { transport_->Cancel(id); }
+  // Cancels a call (also while it waits between attempts); its callback runs
+  // with kCancelled unless it already ran.
+  void Cancel(CallId id);
 
+  Stats GetStats() const;
   const Options& options() const { return options_; }
 
  private:
+  struct Call;
+
+  void StartAttempt(const std::shared_ptr<Call>& call);
+  void OnResponse(const std::shared_ptr<Call>& call, const std::string& host, absl::StatusOr<HttpResponse> response);
+  void Verify(const std::shared_ptr<Call>& call, const std::string& host, HttpResponse response, bool after_refresh);
+  // Retries when allowed; else finishes with `error`.
+  void RetryOrFinish(const std::shared_ptr<Call>& call, const std::string& host, absl::Status error,
+                     bool site_down, absl::Duration retry_after);
+  void Finish(const std::shared_ptr<Call>& call, absl::StatusOr<AuthorizationResult> result);
+  std::string PickHost(bool avoid_primary) ABSL_LOCKS_EXCLUDED(breaker_mu_);
+  void RecordPrimary(bool site_down_failure) ABSL_LOCKS_EXCLUDED(breaker_mu_);
+  void NoteSkew(absl::Duration skew, bool beyond_window);
+
   const Options options_;
-  const std::shared_ptr<const Credential> credential_;
+  CredentialStore credential_;
   const KeyStore* const keys_;
   HttpTransport* const transport_;
   const Clock& clock_;
+  KeyRefresher* refresher_ = nullptr;
+
+  absl::Mutex calls_mu_;
+  std::map<CallId, std::shared_ptr<Call>> calls_ ABSL_GUARDED_BY(calls_mu_);
+  CallId next_call_ ABSL_GUARDED_BY(calls_mu_) = 0;
+
+  mutable absl::Mutex breaker_mu_;
+  int primary_failures_ ABSL_GUARDED_BY(breaker_mu_) = 0;
+  absl::Time open_until_ ABSL_GUARDED_BY(breaker_mu_) = absl::InfinitePast();
+  bool probing_ ABSL_GUARDED_BY(breaker_mu_) = false;
+
+  std::atomic<int64_t> stat_calls_{0};
+  std::atomic<int64_t> stat_attempts_{0};
+  std::atomic<int64_t> stat_retries_{0};
+  std::atomic<int64_t> stat_failovers_{0};
+  std::atomic<int64_t> stat_refreshes_{0};
+  std::atomic<int64_t> last_skew_ms_{0};
+  std::atomic<int64_t> last_skew_log_s_{0};
 };
 
 }  // namespace palmgate::wechatpay

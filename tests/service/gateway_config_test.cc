@@ -82,6 +82,9 @@ TEST_F(GatewayConfigTest, EachMistakeNamesItsSetting) {
       {"--upstream", [](GatewayConfig& c) { c.upstream = "api.mch.weixin.qq.com"; }},
       {"--upstream_ca", [dir](GatewayConfig& c) { c.upstream_ca = dir + "/nope.pem"; }},
       {"--upstream_timeout", [](GatewayConfig& c) { c.upstream_timeout = absl::ZeroDuration(); }},
+      {"--upstream_backup", [](GatewayConfig& c) { c.upstream_backup = "api2.mch.weixin.qq.com"; }},
+      {"--upstream_attempts", [](GatewayConfig& c) { c.upstream_attempts = 0; }},
+      {"--upstream_max_idle", [](GatewayConfig& c) { c.upstream_max_idle = absl::ZeroDuration(); }},
   };
   for (const Case& c : cases) {
     GatewayConfig config = Valid();
@@ -93,6 +96,29 @@ TEST_F(GatewayConfigTest, EachMistakeNamesItsSetting) {
     EXPECT_EQ(core.status().message().find('\n'), absl::string_view::npos) << core.status();
     EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("MII")));
   }
+}
+
+TEST_F(GatewayConfigTest, BackupHostDefaultsToWeChatPaysOnlyForTheProductionHost) {
+  GatewayConfig local = Valid();  // upstream is a loopback sandbox: never fail over to the internet
+  auto core = LoadGateway(local, SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_EQ((*core)->client->options().backup_url, "");
+  GatewayConfig production = Valid();
+  production.upstream = "https://api.mch.weixin.qq.com";
+  core = LoadGateway(production, SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_EQ((*core)->client->options().backup_url, "https://api2.mch.weixin.qq.com");
+  production.upstream_backup = "none";
+  core = LoadGateway(production, SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_EQ((*core)->client->options().backup_url, "");
+  GatewayConfig explicit_backup = Valid();
+  explicit_backup.upstream_backup = "https://127.0.0.1:2";
+  explicit_backup.upstream_attempt_timeout = absl::Milliseconds(250);
+  core = LoadGateway(explicit_backup, SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_EQ((*core)->client->options().backup_url, "https://127.0.0.1:2");
+  EXPECT_EQ((*core)->client->options().attempt_timeout, absl::Milliseconds(250));
 }
 
 TEST_F(GatewayConfigTest, MerchantPublicKeyIsNotAVerificationKey) {
