@@ -9,6 +9,7 @@
 #include "sandbox/certificates.h"
 #include "sandbox/fault.h"
 #include "sandbox/url_util.h"
+#include "server/common/file_util.h"
 #include "server/common/status_macros.h"
 #include "server/crypto/aes_gcm.h"
 #include "server/crypto/base64.h"
@@ -102,13 +103,15 @@ Handler::Handler(SandboxKeys keys, UserStore users, HandlerOptions options, cons
       users_(std::move(users)),
       options_(options),
       clock_(clock),
-      platform_signing_key_{keys_.platform_cert.serial(), keys_.platform_key},
       public_signing_key_{keys_.public_key_id, keys_.public_key_private},
       stranger_key_(std::move(stranger_key)),
       verifier_(MerchantIdentity{keys_.mchid, keys_.merchant_serial, keys_.merchant_public_key}, clock,
                 options.timestamp_window_s),
       signer_(clock, options.signature_cache_ttl),
-      request_id_prefix_(RandomUpperHex(16)) {}
+      request_id_prefix_(RandomUpperHex(16)) {
+  platform_.push_back({keys_.platform_cert, SigningKey{keys_.platform_cert.serial(), keys_.platform_key}, true});
+  active_serial_ = keys_.platform_cert.serial();
+}
 
 std::string Handler::NextRequestId() {
   uint64_t n = request_counter_.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -148,6 +151,78 @@ SandboxResponse Handler::HandleAdmin(const SandboxRequest& request, absl::string
     if (request.method != "POST") return ErrorResponse(405, "METHOD_NOT_ALLOWED", "use POST");
     log_.Reset();
     return JsonResponse(200, "{}");
+  }
+  if (path == "/_sandbox/certificates" || absl::StartsWith(path, "/_sandbox/certificates/")) {
+    return HandleCertificatesAdmin(request, path);
+  }
+  return ErrorResponse(404, "NOT_FOUND", "no such sandbox admin path");
+}
+
+SandboxResponse Handler::HandleCertificatesAdmin(const SandboxRequest& request, absl::string_view path) {
+  auto listing = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(platform_mu_) {
+    Json certs = Json::array();
+    for (const PlatformEntry& e : platform_) {
+      certs.push_back({{"serial_no", e.cert.serial()},
+                       {"listed", e.listed},
+                       {"active", e.cert.serial() == active_serial_},
+                       {"effective_time", FormatRfc3339Cst(e.cert.not_before())},
+                       {"expire_time", FormatRfc3339Cst(e.cert.not_after())}});
+    }
+    return JsonResponse(200, Dump(Json{{"active", active_serial_}, {"certificates", certs}}));
+  };
+  if (path == "/_sandbox/certificates") {
+    if (request.method != "GET") return ErrorResponse(405, "METHOD_NOT_ALLOWED", "use GET");
+    absl::MutexLock lock(&platform_mu_);
+    return listing();
+  }
+  if (request.method != "POST") return ErrorResponse(405, "METHOD_NOT_ALLOWED", "use POST");
+  if (options_.public_key_only) {
+    return ErrorResponse(409, "PUBLIC_KEY_ONLY", "this sandbox runs with --public_key_only: no platform certificates");
+  }
+  const SplitTarget split = SplitRequestTarget(request.target);
+  if (path == "/_sandbox/certificates/add") {
+    // A new platform certificate from the sandbox CA, valid from one minute ago for 5 years;
+    // listed at once, not active until activated.
+    absl::StatusOr<std::string> ca_pem = ReadFile(absl::StrCat(keys_.dir, "/ca_cert.pem"));
+    absl::StatusOr<std::string> ca_key_pem = ReadFile(absl::StrCat(keys_.dir, "/ca_key.pem"));
+    if (!ca_pem.ok() || !ca_key_pem.ok()) return ErrorResponse(500, "SYSTEM_ERROR", "cannot read the sandbox CA");
+    absl::StatusOr<crypto::Certificate> ca = crypto::Certificate::FromPem(*ca_pem);
+    absl::StatusOr<crypto::RsaPrivateKey> ca_key = crypto::RsaPrivateKey::FromPem(*ca_key_pem);
+    absl::StatusOr<crypto::RsaPrivateKey> key = crypto::RsaPrivateKey::Generate();
+    if (!ca.ok() || !ca_key.ok() || !key.ok()) return ErrorResponse(500, "SYSTEM_ERROR", "cannot load the sandbox CA");
+    crypto::CertificateSpec spec;
+    spec.common_name = "palmgate sandbox WeChat Pay platform";
+    spec.organization = "palmgate sandbox";
+    spec.not_before = clock_->Now() - absl::Minutes(1);
+    spec.not_after = clock_->Now() + absl::Hours(24 * 365 * 5);
+    absl::StatusOr<std::string> pem = crypto::IssueCertificate(spec, key->PublicKey(), *ca_key, &*ca);
+    absl::StatusOr<crypto::Certificate> cert = pem.ok() ? crypto::Certificate::FromPem(*pem)
+                                                        : absl::StatusOr<crypto::Certificate>(pem.status());
+    if (!cert.ok()) return ErrorResponse(500, "SYSTEM_ERROR", "cannot issue a certificate");
+    absl::MutexLock lock(&platform_mu_);
+    platform_.push_back({*cert, SigningKey{cert->serial(), *std::move(key)}, true});
+    return JsonResponse(200, Dump(Json{{"serial_no", cert->serial()}}));
+  }
+  absl::StatusOr<std::optional<std::string>> serial = FindQueryParameter(split.query, "serial_no");
+  if (!serial.ok() || !serial->has_value() || (*serial)->empty()) {
+    return ErrorResponse(400, "PARAM_ERROR", "serial_no query parameter required");
+  }
+  absl::MutexLock lock(&platform_mu_);
+  PlatformEntry* entry = nullptr;
+  for (PlatformEntry& e : platform_) {
+    if (absl::EqualsIgnoreCase(e.cert.serial(), **serial)) entry = &e;
+  }
+  if (entry == nullptr || !entry->listed) return ErrorResponse(404, "NOT_FOUND", "no listed certificate with that serial");
+  if (path == "/_sandbox/certificates/activate") {
+    active_serial_ = entry->cert.serial();
+    return listing();
+  }
+  if (path == "/_sandbox/certificates/retire") {
+    if (entry->cert.serial() == active_serial_) {
+      return ErrorResponse(409, "CERTIFICATE_ACTIVE", "activate another certificate before retiring this one");
+    }
+    entry->listed = false;
+    return listing();
   }
   return ErrorResponse(404, "NOT_FOUND", "no such sandbox admin path");
 }
@@ -210,9 +285,22 @@ SandboxResponse Handler::HandleApi(const SandboxRequest& request, Context& ctx) 
     return ErrorResponse(401, "SIGN_ERROR", "错误的签名，验签失败", &detail);
   }
 
-  // Response key, chosen by the request's Wechatpay-Serial.
+  // Response key, chosen by the request's Wechatpay-Serial. A platform
+  // certificate that is not (or no longer) active is answered with the active
+  // one, as WeChat Pay does once it rotated: the client then sees a new serial.
   std::vector<absl::string_view> serial = HeaderValues(request, "Wechatpay-Serial");
-  const SigningKey* key = options_.public_key_only ? &public_signing_key_ : &platform_signing_key_;
+  SigningKey active_platform_key = public_signing_key_;
+  std::vector<crypto::Certificate> listed_certs;
+  bool serial_is_platform = false;
+  {
+    absl::MutexLock lock(&platform_mu_);
+    for (const PlatformEntry& e : platform_) {
+      if (e.cert.serial() == active_serial_) active_platform_key = e.signing_key;
+      if (e.listed) listed_certs.push_back(e.cert);
+      if (serial.size() == 1 && absl::EqualsIgnoreCase(serial.front(), e.cert.serial())) serial_is_platform = true;
+    }
+  }
+  const SigningKey* key = options_.public_key_only ? &public_signing_key_ : &active_platform_key;
   if (serial.size() > 1) {
     rec.error_code = "INVALID_REQUEST";
     return ErrorResponse(400, "INVALID_REQUEST", "Wechatpay-Serial appears more than once");
@@ -220,8 +308,8 @@ SandboxResponse Handler::HandleApi(const SandboxRequest& request, Context& ctx) 
   if (serial.size() == 1) {
     if (serial.front() == keys_.public_key_id) {
       key = &public_signing_key_;
-    } else if (!options_.public_key_only && absl::EqualsIgnoreCase(serial.front(), keys_.platform_cert.serial())) {
-      key = &platform_signing_key_;
+    } else if (!options_.public_key_only && serial_is_platform) {
+      key = &active_platform_key;
     } else {
       rec.error_code = "INVALID_REQUEST";
       return ErrorResponse(400, "INVALID_REQUEST",
@@ -307,7 +395,7 @@ SandboxResponse Handler::HandleApi(const SandboxRequest& request, Context& ctx) 
       response = ErrorResponse(404, "RESOURCE_NOT_EXISTS", "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。");
       rec.error_code = "RESOURCE_NOT_EXISTS";
     } else {
-      absl::StatusOr<std::string> body = BuildCertificatesBody({keys_.platform_cert}, keys_.apiv3_key);
+      absl::StatusOr<std::string> body = BuildCertificatesBody(listed_certs, keys_.apiv3_key);
       if (!body.ok()) {
         rec.error_code = "SYSTEM_ERROR";
         return ErrorResponse(500, "SYSTEM_ERROR", "系统异常，请稍后重试");

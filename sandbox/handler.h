@@ -8,6 +8,8 @@
 //   GET  /v3/palmservice/authorization/openid/{openid}?organization_id=…
 //   GET  /v3/certificates[?algorithm_type=RSA]
 //   GET  /_sandbox/stats, GET /_sandbox/requests, POST /_sandbox/reset
+//   GET  /_sandbox/certificates, POST /_sandbox/certificates/{add,activate,retire}
+//        (platform certificate rotation, see sandbox/README.md)
 // Checks for /v3 endpoints, in order: Accept and User-Agent present (400
 // INVALID_REQUEST); Authorization signature (401 SIGN_ERROR); request
 // Wechatpay-Serial (400 INVALID_REQUEST); fault spec (400
@@ -25,8 +27,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "sandbox/keygen.h"
 #include "sandbox/request_log.h"
@@ -98,6 +102,13 @@ class Handler {
           std::optional<SigningKey> stranger_key);
 
   struct Context;  // per-request state, defined in handler.cc
+  // One platform certificate with its private key; `listed` until retired.
+  struct PlatformEntry {
+    crypto::Certificate cert;
+    SigningKey signing_key;
+    bool listed = true;
+  };
+  SandboxResponse HandleCertificatesAdmin(const SandboxRequest& request, absl::string_view path);
   SandboxResponse HandleAdmin(const SandboxRequest& request, absl::string_view path, Context& ctx);
   SandboxResponse HandleApi(const SandboxRequest& request, Context& ctx);
   std::string NextRequestId();
@@ -106,7 +117,10 @@ class Handler {
   const UserStore users_;
   const HandlerOptions options_;
   const Clock* const clock_;
-  const SigningKey platform_signing_key_;
+  // Platform certificates: rotated through the admin API.
+  mutable absl::Mutex platform_mu_;
+  std::vector<PlatformEntry> platform_ ABSL_GUARDED_BY(platform_mu_);
+  std::string active_serial_ ABSL_GUARDED_BY(platform_mu_);
   const SigningKey public_signing_key_;
   const std::optional<SigningKey> stranger_key_;  // for the unknown_serial fault
   RequestVerifier verifier_;
