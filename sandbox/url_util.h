@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/common/utf8.h"
 
 namespace palmgate::sandbox {
 
@@ -40,9 +41,8 @@ absl::StatusOr<std::string> PercentDecode(absl::string_view text);
 absl::StatusOr<std::optional<std::string>> FindQueryParameter(absl::string_view query,
                                                               absl::string_view name);
 
-// True when `text` is well-formed UTF-8 (no overlongs, surrogates or code
-// points above U+10FFFF).
-bool IsValidUtf8(absl::string_view text);
+// True when `text` is well-formed UTF-8 (server/common/utf8.h).
+using ::palmgate::IsValidUtf8;
 
 }  // namespace palmgate::sandbox
 

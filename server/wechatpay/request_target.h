@@ -26,10 +26,6 @@ inline constexpr size_t kMaxOrganizationIdBytes = 64;  // doc 4014482017
 // Returns `value` percent-encoded as a single path segment or query value.
 std::string PercentEncode(absl::string_view value);
 
-// Returns true when `value` is well-formed UTF-8 (no overlong forms, no
-// surrogates, nothing above U+10FFFF).
-bool IsValidUtf8(absl::string_view value);
-
 // Checks one request field: non-empty, at most `max_bytes` bytes, valid UTF-8,
 // no control characters (U+0000–U+001F, U+007F). kInvalidArgument with an
 // UpstreamError payload whose reason is kInvalidOpenid or kInvalidOrganizationId

@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/utf8.h"
 #include "server/wechatpay/error.h"
 #include "tests/testing/test_matchers.h"
 
