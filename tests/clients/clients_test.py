@@ -261,7 +261,7 @@ class PalmctlTest(StackTestCase):
                 self.assertEqual(fields["openid"], openid)
                 self.assertEqual(fields["organization_id"], ORG)
                 self.assertEqual(fields["wechatpay_state"], wechatpay_state)
-                self.assertRegex(fields["request_id"], r"^[0-9A-F]{48}$")
+                self.assertRegex(fields["request_id"], r"^[0-9A-Fa-f]{48}$")
 
     def test_json_output_for_each_state(self):
         for openid, state, authorize_time, wechatpay_state in EXPECTED:
@@ -274,7 +274,7 @@ class PalmctlTest(StackTestCase):
                 self.assertEqual(answer["openid"], openid)
                 self.assertEqual(answer["organizationId"], ORG)
                 self.assertEqual(answer["wechatpayState"], wechatpay_state)
-                self.assertRegex(answer["wechatpayRequestId"], r"^[0-9A-F]{48}$")
+                self.assertRegex(answer["wechatpayRequestId"], r"^[0-9A-Fa-f]{48}$")
                 if authorize_time == "-":
                     self.assertNotIn("authorizeTime", answer)
                 else:
@@ -296,7 +296,7 @@ class PalmctlTest(StackTestCase):
         self.assertIn("  reason: UPSTREAM_RATE_LIMITED\n", proc.stderr)
         self.assertIn("  metadata.httpStatus: 429\n", proc.stderr)
         self.assertIn("  metadata.wechatpayCode: RATELIMIT_EXCEEDED\n", proc.stderr)
-        self.assertRegex(proc.stderr, r"(?m)^  metadata\.requestId: [0-9A-F]{48}$")
+        self.assertRegex(proc.stderr, r"(?m)^  metadata\.requestId: [0-9A-Fa-f]{48}$")
         self.assertRegex(proc.stderr, r"(?m)^  retry_delay: \d+(\.\d+)?s$")
 
     def test_unreachable_gateway_is_unavailable(self):
@@ -366,7 +366,7 @@ class PythonExampleTest(StackTestCase):
         self.assertEqual(fields["state"], "AUTHORIZATION_STATE_ON")
         self.assertEqual(fields["authorize_time"], "2024-05-01T02:00:00Z")
         self.assertEqual(fields["openid"], ON_OPENID)
-        self.assertRegex(fields["request_id"], r"^[0-9A-F]{48}$")
+        self.assertRegex(fields["request_id"], r"^[0-9A-Fa-f]{48}$")
 
     def test_decodes_error_details_from_trailers(self):
         proc = self.example("")
@@ -416,7 +416,7 @@ class NodeExampleTest(StackTestCase):
         self.assertEqual(fields["state"], "AUTHORIZATION_STATE_ON")
         self.assertEqual(fields["authorize_time"], "2024-05-01T02:00:00.000Z")
         self.assertEqual(fields["organization_id"], ORG)
-        self.assertRegex(fields["request_id"], r"^[0-9A-F]{48}$")
+        self.assertRegex(fields["request_id"], r"^[0-9A-Fa-f]{48}$")
 
     def test_decodes_error_details_from_trailers(self):
         proc = self.example("")
@@ -642,7 +642,7 @@ class PackagingTest(unittest.TestCase):
             proc = run(argv("keygen"), env=env)  # idempotent: a second run keeps the key set
             self.assertEqual(proc.returncode, 0, describe(proc))
             with open(os.path.join(keys, "gateway.env")) as f:
-                self.assertRegex(f.read(), r"^PALMGATE_MERCHANT_SERIAL=[0-9A-F]{40}\nPALMGATE_WECHATPAY_PUBLIC_KEY_ID="
+                self.assertRegex(f.read(), r"^PALMGATE_MERCHANT_SERIAL=[0-9A-Fa-f]{40}\nPALMGATE_WECHATPAY_PUBLIC_KEY_ID="
                                            r"PUB_KEY_ID_\d+\n$")
             sandbox_argv = [a if not a.startswith("--listen=") else "--listen=127.0.0.1:0" for a in argv("sandbox")]
             sandbox = Child("compose-sandbox", sandbox_argv, tmp, env=env)
