@@ -4,8 +4,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/file_util.h"
+#include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/crypto/rsa.h"
+#include "server/wechatpay/certificates.h"
 #include "server/wechatpay/credential.h"
 #include "server/wechatpay/rsa_signer.h"
 
@@ -76,11 +78,21 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
                ? Setting("wechatpay_public_key", "required with --wechatpay_public_key_id")
                : Setting("wechatpay_public_key_id", "required with --wechatpay_public_key (the PUB_KEY_ID_… of that key)");
   }
-  if (config.wechatpay_public_key.empty() && config.platform_certificates.empty()) {
+  if (config.wechatpay_public_key.empty() && config.platform_certificates.empty() && config.apiv3_key_file.empty()) {
     return Setting("wechatpay_public_key",
                    "no WeChat Pay verification key: set --wechatpay_public_key with --wechatpay_public_key_id, "
-                   "or --platform_certificates");
+                   "--platform_certificates, or --apiv3_key_file (download platform certificates)");
   }
+  std::string apiv3_key;
+  if (!config.apiv3_key_file.empty()) {
+    PALMGATE_ASSIGN_OR_RETURN(apiv3_key, ReadSetting("apiv3_key_file", config.apiv3_key_file));
+    while (!apiv3_key.empty() && absl::ascii_isspace(static_cast<unsigned char>(apiv3_key.back()))) apiv3_key.pop_back();
+    if (apiv3_key.size() != wechatpay::kApiV3KeyBytes) {
+      return Setting("apiv3_key_file", absl::StrCat("must hold the ", wechatpay::kApiV3KeyBytes,
+                                                    "-byte APIv3 key (found ", apiv3_key.size(), " bytes)"));
+    }
+  }
+  wechatpay::StaticVerificationKeys static_keys;
 
   wechatpay::KeyRing::Builder ring;
   if (!config.wechatpay_public_key.empty()) {
@@ -91,6 +103,8 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
       return Setting("wechatpay_public_key", "is the merchant's own public key; the WeChat Pay public key is needed");
     }
     PALMGATE_RETURN_IF_ERROR(Wrap("wechatpay_public_key", ring.AddPublicKeyPem(config.wechatpay_public_key_id, pem)));
+    static_keys.public_key_id = config.wechatpay_public_key_id;
+    static_keys.public_key_pem = pem;
   }
   for (const std::string& path : config.platform_certificates) {
     PALMGATE_ASSIGN_OR_RETURN(std::string pem, ReadSetting("platform_certificates", path));
@@ -107,9 +121,14 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     }
     absl::Status added = ring.AddCertificate(*cert);
     if (!added.ok()) return Wrap("platform_certificates", added);
+    static_keys.certificates.push_back(*cert);
   }
-  auto keys = std::move(ring).Build(clock.Now());
-  if (!keys.ok()) return Wrap("platform_certificates", keys.status());
+  const bool has_static_keys = !static_keys.public_key_id.empty() || !static_keys.certificates.empty();
+  absl::StatusOr<std::shared_ptr<const wechatpay::KeyRing>> keys = nullptr;
+  if (has_static_keys) {
+    keys = std::move(ring).Build(clock.Now());
+    if (!keys.ok()) return Wrap("platform_certificates", keys.status());
+  }
 
   if (!config.upstream_ca.empty()) {
     PALMGATE_RETURN_IF_ERROR(ReadSetting("upstream_ca", config.upstream_ca).status());
@@ -123,9 +142,37 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
 
   auto core = std::make_unique<GatewayCore>();
   core->transport = *std::move(transport);
-  core->keys = std::make_unique<wechatpay::SwappableKeyStore>(*std::move(keys));
   auto credential = std::make_shared<wechatpay::Credential>(
       config.mchid, merchant_serial, std::shared_ptr<const wechatpay::Signer>(*std::move(signer)), clock);
+  if (!config.apiv3_key_file.empty()) {
+    // The first download happens before serving; see certificate_manager.h for its trust decision.
+    if (config.certificate_refresh_interval <= absl::ZeroDuration() ||
+        config.certificate_refresh_interval >= absl::Hours(12)) {
+      return Setting("certificate_refresh_interval", "must be positive and under 12h (WeChat Pay's rule)");
+    }
+    if (config.certificate_refresh_min_interval < absl::ZeroDuration()) {
+      return Setting("certificate_refresh_min_interval", "must not be negative");
+    }
+    wechatpay::PlatformCertificateManager::Options mopts;
+    mopts.base_url = config.upstream;
+    mopts.refresh_interval = config.certificate_refresh_interval;
+    mopts.refresh_jitter = std::min(absl::Minutes(30), config.certificate_refresh_interval / 10);
+    mopts.min_refresh_interval = config.certificate_refresh_min_interval;
+    mopts.download_timeout = config.upstream_timeout;
+    mopts.validator.max_clock_skew = config.clock_skew;
+    auto manager = wechatpay::PlatformCertificateManager::Create(mopts, credential, core->transport.get(),
+                                                                 std::move(apiv3_key), std::move(static_keys), clock);
+    if (!manager.ok()) return Wrap("apiv3_key_file", manager.status());
+    core->certificates = *std::move(manager);
+    absl::Status first = core->certificates->RefreshBlocking(absl::Now() + config.upstream_timeout + absl::Seconds(1));
+    if (!first.ok()) {
+      if (!has_static_keys || core->certificates->ring() == nullptr) return Wrap("apiv3_key_file", first);
+      Log(LogLevel::kWarning, absl::StrCat("--apiv3_key_file: ", first.message(),
+                                           "; starting with the configured keys, retrying in the background"));
+    }
+    keys = core->certificates->ring();
+  }
+  core->keys = std::make_unique<wechatpay::SwappableKeyStore>(*std::move(keys));
   wechatpay::PalmServiceClient::Options copts;
   copts.base_url = config.upstream;
   copts.backup_url = backup;
@@ -136,6 +183,10 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   copts.validator.max_clock_skew = config.clock_skew;
   core->client = std::make_unique<wechatpay::PalmServiceClient>(copts, std::move(credential), core->keys.get(),
                                                                 core->transport.get(), clock);
+  if (core->certificates != nullptr) {
+    core->certificates->Start(core->keys.get());
+    core->client->SetKeyRefresher(core->certificates.get());
+  }
   return core;
 }
 

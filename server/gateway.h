@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/common/clock.h"
+#include "server/wechatpay/certificate_manager.h"
 #include "server/wechatpay/curl_transport.h"
 #include "server/wechatpay/key_ring.h"
 #include "server/wechatpay/palm_service_client.h"
@@ -40,17 +41,28 @@ struct GatewayConfig {
   std::string proxy;                  // empty: HTTPS_PROXY/NO_PROXY from the environment
   absl::Duration upstream_timeout = absl::Seconds(10);
   absl::Duration clock_skew = absl::Seconds(300);
+  // Platform certificate auto-management (certificate_manager.h): on when set.
+  std::string apiv3_key_file;         // file holding the 32-byte APIv3 key
+  absl::Duration certificate_refresh_interval = absl::Hours(11);  // ± min(30 min, interval/10); < 12 h
+  absl::Duration certificate_refresh_min_interval = absl::Seconds(30);  // unknown-serial refreshes
 };
 
 // The loaded gateway core. Shut the gRPC server down first.
 struct GatewayCore {
   // The transport goes first: it cancels what is still in flight and runs
   // those callbacks while the client and keys still exist.
-  ~GatewayCore() { transport.reset(); }
+  // The certificate manager stops before that (its timer must not send on a
+  // transport that is going away).
+  ~GatewayCore() {
+    if (certificates != nullptr) certificates->Stop();
+    transport.reset();
+  }
 
   std::unique_ptr<wechatpay::CurlTransport> transport;
   std::unique_ptr<wechatpay::SwappableKeyStore> keys;
   std::unique_ptr<wechatpay::PalmServiceClient> client;
+  // Set when --apiv3_key_file is: downloads and refreshes platform certificates into `keys`.
+  std::unique_ptr<wechatpay::PlatformCertificateManager> certificates;
 };
 
 // Loads keys and certificates and builds the core. Errors are

@@ -27,9 +27,19 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string&
 }
 
 void GrpcServer::SetNotServing() {
+  absl::MutexLock lock(&health_mu_);
+  draining_ = true;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus(false);
+}
+
+void GrpcServer::SetServing(bool serving) {
+  absl::MutexLock lock(&health_mu_);
+  if (draining_) return;  // draining is final
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, serving);
+  health->SetServingStatus(serving);
 }
 
 void GrpcServer::Shutdown(absl::Duration grace) {

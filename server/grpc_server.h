@@ -2,8 +2,9 @@
 //
 // Starts palmgate's gRPC server: the PalmAuthorization service, the standard
 // grpc.health.v1 health service and server reflection, on one listening port.
-// Health is SERVING once started (callers load and check keys before), and
-// NOT_SERVING from SetNotServing() on (drain).
+// Health is SERVING once started (callers load and check keys before),
+// follows SetServing() (e.g. NOT_SERVING while no verification key is usable),
+// and is NOT_SERVING for good from SetNotServing() on (drain). Thread-safe.
 #ifndef PALMGATE_SERVER_GRPC_SERVER_H_
 #define PALMGATE_SERVER_GRPC_SERVER_H_
 
@@ -12,7 +13,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace palmgate {
 
@@ -28,8 +31,11 @@ class GrpcServer {
   int port() const { return port_; }
   grpc::Server* server() { return server_.get(); }
 
-  // Flips health (overall and per service) to NOT_SERVING.
+  // Flips health (overall and per service) to NOT_SERVING, for good (drain).
   void SetNotServing();
+
+  // Sets health (overall and per service); ignored once SetNotServing() was called.
+  void SetServing(bool serving);
 
   // Stops accepting calls and waits for in-flight ones until `grace` has
   // passed; then cancels the rest and returns when all are done.
@@ -39,6 +45,8 @@ class GrpcServer {
   GrpcServer(std::unique_ptr<grpc::Server> server, int port) : server_(std::move(server)), port_(port) {}
   std::unique_ptr<grpc::Server> server_;
   int port_;
+  absl::Mutex health_mu_;
+  bool draining_ ABSL_GUARDED_BY(health_mu_) = false;
 };
 
 }  // namespace palmgate

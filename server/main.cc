@@ -46,6 +46,12 @@ ABSL_FLAG(absl::Duration, upstream_attempt_timeout, absl::ZeroDuration(),
           "time for one attempt; a timed-out attempt is retried while the deadline allows (0: --upstream_timeout)");
 ABSL_FLAG(absl::Duration, upstream_max_idle, absl::Seconds(7),
           "pooled upstream connections idle longer are not reused (WeChat Pay closes them at 8 s)");
+ABSL_FLAG(std::string, apiv3_key_file, "",
+          "file: the 32-byte APIv3 key; enables platform certificate download and refresh (/v3/certificates)");
+ABSL_FLAG(absl::Duration, certificate_refresh_interval, absl::Hours(11),
+          "platform certificate refresh period (jitter ±min(30m, 10%); must stay under 12h)");
+ABSL_FLAG(absl::Duration, certificate_refresh_min_interval, absl::Seconds(30),
+          "at most one unknown-serial certificate download per this interval");
 ABSL_FLAG(std::string, upstream_ca, "", "file: CA bundle trusted for the upstream TLS (default: system CAs)");
 ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY)");
 ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");
@@ -61,7 +67,8 @@ namespace {
 constexpr const char* kEnvFlags[] = {
     "listen", "mchid", "merchant_serial", "merchant_private_key", "merchant_certificate",
     "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_backup",
-    "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "upstream_ca",
+    "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "apiv3_key_file", "certificate_refresh_interval",
+    "certificate_refresh_min_interval", "upstream_ca",
     "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "drain_delay", "shutdown_grace"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
@@ -94,6 +101,9 @@ int Run() {
   config.upstream_attempts = absl::GetFlag(FLAGS_upstream_attempts);
   config.upstream_attempt_timeout = absl::GetFlag(FLAGS_upstream_attempt_timeout);
   config.upstream_max_idle = absl::GetFlag(FLAGS_upstream_max_idle);
+  config.apiv3_key_file = absl::GetFlag(FLAGS_apiv3_key_file);
+  config.certificate_refresh_interval = absl::GetFlag(FLAGS_certificate_refresh_interval);
+  config.certificate_refresh_min_interval = absl::GetFlag(FLAGS_certificate_refresh_min_interval);
   config.upstream_ca = absl::GetFlag(FLAGS_upstream_ca);
   config.proxy = absl::GetFlag(FLAGS_proxy);
   config.upstream_timeout = absl::GetFlag(FLAGS_upstream_timeout);
@@ -115,6 +125,14 @@ int Run() {
     return 2;
   }
   const int port = (*server)->port();
+  if ((*core)->certificates != nullptr) {
+    // NOT_SERVING while no verification key is usable (all certificates expired and refresh failing).
+    GrpcServer* grpc_server = server->get();
+    (*core)->certificates->SetUsabilityListener([grpc_server](bool usable) {
+      grpc_server->SetServing(usable);
+      if (!usable) Log(LogLevel::kError, "no usable WeChat Pay verification key: health NOT_SERVING");
+    });
+  }
 
   std::string listen = absl::GetFlag(FLAGS_listen);
   std::string host = listen.substr(0, listen.rfind(':'));
@@ -134,6 +152,7 @@ int Run() {
   absl::SleepFor(absl::GetFlag(FLAGS_drain_delay));  // still serving: balancers move traffic away
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
   Log(LogLevel::kInfo, "server shut down");
+  if ((*core)->certificates != nullptr) (*core)->certificates->Stop();  // no health update after this
   server->reset();
   core->reset();
   Log(LogLevel::kInfo, "stopped");
