@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "server/wechatpay/error.h"
@@ -19,7 +20,10 @@ void AddViolation(google::rpc::BadRequest* bad, const absl::Status& status) {
   if (!e.has_value() || e->field.empty()) return;
   google::rpc::BadRequest::FieldViolation* v = bad->add_field_violations();
   v->set_field(e->field);
-  v->set_description(std::string(status.message()));
+  // The status message is "<field>: <problem>"; the violation already names the field.
+  absl::string_view description = status.message();
+  absl::ConsumePrefix(&description, absl::StrCat(e->field, ": "));
+  v->set_description(std::string(description));
 }
 
 }  // namespace

@@ -76,7 +76,9 @@ TEST(StatusConversionTest, BadRequestListsEveryBadField) {
   ASSERT_TRUE(found);
   ASSERT_EQ(bad.field_violations_size(), 2);
   EXPECT_EQ(bad.field_violations(0).field(), "openid");
+  EXPECT_EQ(bad.field_violations(0).description(), "must not be empty");
   EXPECT_EQ(bad.field_violations(1).field(), "organization_id");
+  EXPECT_EQ(bad.field_violations(1).description(), "is 65 bytes; at most 64 allowed");
 }
 
 TEST(RequestMappingTest, StatesMapByNameAndUnknownIsUnspecified) {
