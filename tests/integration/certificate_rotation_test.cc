@@ -1,0 +1,237 @@
+// Platform certificate auto-management end to end: the gateway core
+// (LoadGateway: CurlTransport, PlatformCertificateManager, PalmServiceClient
+// with its unknown-serial refresh hook) against a real palmgate-sandbox, in the
+// three verification modes, and under load while the sandbox rotates its
+// platform certificate (add → activate → retire, twice).
+#include <atomic>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/gateway.h"
+#include "tests/testing/sandbox_process.h"
+#include "tests/testing/test_matchers.h"
+
+namespace palmgate {
+namespace {
+
+using ::palmgate::testing::HttpFetch;
+using ::palmgate::testing::IsOk;
+using ::palmgate::testing::SandboxMerchant;
+using ::palmgate::testing::SandboxProcess;
+using ::palmgate::testing::SandboxProcessOptions;
+using ::palmgate::testing::StatusIs;
+using ::palmgate::testing::TestHttpRequest;
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
+
+constexpr char kSeed[] = R"({"users":[{"openid":"o-rot","organization_id":"1004","state":"AUTHORIZATION_STATE_ON"}]})";
+
+enum class Mode { kPlatformCertificates, kPinnedCertificate, kPublicKey, kMixed };
+
+class CertificateRotationTest : public ::testing::Test {
+ protected:
+  void StartSandbox(bool public_key_only = false) {
+    SandboxProcessOptions options;
+    options.seed_json = kSeed;
+    options.public_key_only = public_key_only;
+    options.threads = 2;
+    auto sandbox = SandboxProcess::Start(options);
+    ASSERT_THAT(sandbox, IsOk());
+    sandbox_ = *std::move(sandbox);
+    auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
+    ASSERT_THAT(merchant, IsOk());
+    merchant_ = std::make_unique<SandboxMerchant>(*std::move(merchant));
+  }
+
+  GatewayConfig Config(Mode mode) const {
+    const std::string dir = sandbox_->keys_dir();
+    GatewayConfig c;
+    c.mchid = merchant_->mchid();
+    c.merchant_serial = merchant_->merchant_serial();
+    c.merchant_private_key = dir + "/apiclient_key.pem";
+    c.upstream = sandbox_->base_url();
+    c.upstream_backup = "none";
+    c.upstream_timeout = absl::Seconds(5);
+    c.apiv3_key_file = dir + "/apiv3_key.txt";
+    if (mode == Mode::kPublicKey || mode == Mode::kMixed) {
+      c.wechatpay_public_key = dir + "/pub_key.pem";
+      c.wechatpay_public_key_id = merchant_->public_key_id();
+    }
+    if (mode == Mode::kPinnedCertificate) c.platform_certificates = {dir + "/platform_cert.pem"};
+    return c;
+  }
+
+  static absl::StatusOr<wechatpay::AuthorizationResult> Query(GatewayCore& core) {
+    std::promise<absl::StatusOr<wechatpay::AuthorizationResult>> promise;
+    auto future = promise.get_future();
+    core.client->GetAuthorization("o-rot", "1004", absl::Now() + absl::Seconds(5),
+                                  [&promise](absl::StatusOr<wechatpay::AuthorizationResult> r) {
+                                    promise.set_value(std::move(r));
+                                  });
+    return future.get();
+  }
+
+  // POSTs a rotation admin request; returns the parsed JSON answer.
+  nlohmann::json Admin(const std::string& target) {
+    TestHttpRequest request;
+    request.method = "POST";
+    request.target = target;
+    auto response = HttpFetch(sandbox_->base_url(), request, sandbox_->ca_cert_path());
+    EXPECT_THAT(response, IsOk());
+    if (!response.ok()) return {};
+    EXPECT_EQ(response->status, 200) << response->body;
+    return nlohmann::json::parse(response->body, nullptr, false);
+  }
+
+  std::unique_ptr<SandboxProcess> sandbox_;
+  std::unique_ptr<SandboxMerchant> merchant_;
+};
+
+TEST_F(CertificateRotationTest, PlatformCertificatesOnlyModeDownloadsAtStartUp) {
+  StartSandbox();
+  auto core = LoadGateway(Config(Mode::kPlatformCertificates), SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  ASSERT_NE((*core)->certificates, nullptr);
+  EXPECT_THAT((*core)->keys->Current()->Serials(), UnorderedElementsAre(merchant_->platform_serial()));
+  auto result = Query(**core);
+  ASSERT_THAT(result, IsOk());
+  EXPECT_EQ(result->verified_by, merchant_->platform_serial());
+  const auto stats = (*core)->certificates->GetStats();
+  EXPECT_TRUE(stats.usable);
+  EXPECT_EQ(stats.downloads_started, 1);
+  EXPECT_NE(stats.last_success, absl::InfinitePast());
+  EXPECT_LT(stats.earliest_certificate_expiry, absl::InfiniteFuture());
+}
+
+TEST_F(CertificateRotationTest, PinnedCertificateVerifiesTheFirstDownload) {
+  StartSandbox();
+  auto core = LoadGateway(Config(Mode::kPinnedCertificate), SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_THAT((*core)->keys->Current()->Serials(), UnorderedElementsAre(merchant_->platform_serial()));
+  ASSERT_THAT(Query(**core), IsOk());
+}
+
+TEST_F(CertificateRotationTest, MixedModeHoldsBothAndPrefersThePublicKey) {
+  StartSandbox();
+  auto core = LoadGateway(Config(Mode::kMixed), SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_THAT((*core)->keys->Current()->Serials(),
+              UnorderedElementsAre(merchant_->platform_serial(), merchant_->public_key_id()));
+  auto result = Query(**core);
+  ASSERT_THAT(result, IsOk());
+  EXPECT_EQ(result->verified_by, merchant_->public_key_id());
+}
+
+TEST_F(CertificateRotationTest, PublicKeyOnlyMerchantStartsDespite404) {
+  StartSandbox(/*public_key_only=*/true);
+  auto core = LoadGateway(Config(Mode::kPublicKey), SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_THAT((*core)->keys->Current()->Serials(), UnorderedElementsAre(merchant_->public_key_id()));
+  EXPECT_TRUE((*core)->certificates->GetStats().platform_certificates_unavailable);
+  auto result = Query(**core);
+  ASSERT_THAT(result, IsOk());
+  EXPECT_EQ(result->verified_by, merchant_->public_key_id());
+}
+
+TEST_F(CertificateRotationTest, PublicKeyOnlyMerchantWithoutPublicKeyFailsStartUpNamingTheFlag) {
+  StartSandbox(/*public_key_only=*/true);
+  auto core = LoadGateway(Config(Mode::kPlatformCertificates), SystemClock::Get());
+  EXPECT_THAT(core, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--apiv3_key_file: ")));
+  EXPECT_THAT(core.status().message(), HasSubstr("no platform certificates"));
+}
+
+TEST_F(CertificateRotationTest, BadApiV3KeyFileIsAStartUpError) {
+  StartSandbox();
+  GatewayConfig c = Config(Mode::kPlatformCertificates);
+  c.apiv3_key_file = sandbox_->keys_dir() + "/sandbox.json";
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--apiv3_key_file: must hold the 32-byte")));
+  c.apiv3_key_file = sandbox_->keys_dir() + "/missing.txt";
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()).status().message(), HasSubstr("--apiv3_key_file"));
+}
+
+// 4 threads query continuously through the real client while the sandbox
+// rotates twice; every call must succeed. The first response signed by a new
+// certificate triggers one shared refresh (the unknown-serial hook); calls
+// already in flight re-validate against the refreshed ring.
+TEST_F(CertificateRotationTest, RotationUnderLoadHasZeroFailures) {
+  StartSandbox();
+  GatewayConfig config = Config(Mode::kPlatformCertificates);
+  // Two rotations within seconds: a production rate limit (30 s) would refuse the second refresh.
+  config.certificate_refresh_min_interval = absl::ZeroDuration();
+  auto loaded = LoadGateway(config, SystemClock::Get());
+  ASSERT_THAT(loaded, IsOk());
+  GatewayCore& core = **loaded;
+
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> ok{0}, failed{0};
+  absl::Mutex mu;
+  std::vector<std::string> failures;
+  std::string last_verified_by;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      while (!stop.load()) {
+        auto r = Query(core);
+        absl::MutexLock lock(&mu);
+        if (r.ok()) {
+          ++ok;
+          last_verified_by = r->verified_by;
+        } else {
+          ++failed;
+          if (failures.size() < 10) failures.push_back(r.status().ToString());
+        }
+      }
+    });
+  }
+  // Waits until `n` more calls have succeeded (or 30 s passed).
+  auto run = [&](int n) {
+    const int64_t target = ok.load() + n;
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (ok.load() < target && failed.load() == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  };
+  auto verified_by = [&] {
+    absl::MutexLock lock(&mu);
+    return last_verified_by;
+  };
+
+  run(100);
+  std::string old_serial = merchant_->platform_serial();
+  for (int rotation = 0; rotation < 2; ++rotation) {
+    const std::string added = Admin("/_sandbox/certificates/add").value("serial_no", "");
+    ASSERT_FALSE(added.empty());
+    run(100);  // listed but not used yet
+    Admin("/_sandbox/certificates/activate?serial_no=" + added);
+    run(200);  // responses now come signed by `added`
+    Admin("/_sandbox/certificates/retire?serial_no=" + old_serial);
+    run(200);
+    EXPECT_EQ(verified_by(), added);
+    EXPECT_NE(core.keys->Current()->Find(added), nullptr);
+    EXPECT_EQ(core.keys->Current()->preferred_serial(), added);
+    old_serial = added;
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(failed.load(), 0) << ::testing::PrintToString(failures);
+  }
+  EXPECT_GE(ok.load(), 1000);
+  const auto stats = core.certificates->GetStats();
+  EXPECT_TRUE(stats.usable);
+  EXPECT_GE(stats.downloads_started, 3);  // start-up + one per activation
+  EXPECT_LE(stats.downloads_started, 12);  // shared, not one per call
+  EXPECT_EQ(core.client->GetStats().key_refreshes > 0, true);
+}
+
+}  // namespace
+}  // namespace palmgate
