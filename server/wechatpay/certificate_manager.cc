@@ -1,5 +1,7 @@
 #include "server/wechatpay/certificate_manager.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -79,12 +81,37 @@ PlatformCertificateManager::PlatformCertificateManager(Options options, std::sha
                                                        HttpTransport* transport, std::string apiv3_key,
                                                        StaticVerificationKeys static_keys, const Clock& clock)
     : options_(std::move(options)),
-      credential_(std::move(credential)),
       transport_(transport),
+      clock_(clock),
+      credential_(std::move(credential)),
       apiv3_key_(std::move(apiv3_key)),
       static_keys_(std::move(static_keys)),
-      clock_(clock),
       random_(std::random_device{}()) {}
+
+absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Credential> credential,
+                                                     std::string apiv3_key, StaticVerificationKeys static_keys) {
+  if (credential == nullptr) return absl::InvalidArgumentError("certificate manager: credential is required");
+  if (apiv3_key.size() != kApiV3KeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("certificate manager: APIv3 key is ", apiv3_key.size(), " bytes; it must be 32"));
+  }
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<const Credential> old_credential = credential_;
+  std::string old_key = std::move(apiv3_key_);
+  StaticVerificationKeys old_static = std::move(static_keys_);
+  credential_ = std::move(credential);
+  apiv3_key_ = std::move(apiv3_key);
+  static_keys_ = std::move(static_keys);
+  absl::Status built = RebuildLocked(clock_.Now(), /*force=*/true);
+  if (!built.ok()) {  // keep what worked: the ring was not replaced
+    credential_ = std::move(old_credential);
+    apiv3_key_ = std::move(old_key);
+    static_keys_ = std::move(old_static);
+    return built;
+  }
+  OPENSSL_cleanse(old_key.data(), old_key.size());
+  return absl::OkStatus();
+}
 
 PlatformCertificateManager::~PlatformCertificateManager() { Stop(); }
 
@@ -93,7 +120,7 @@ std::shared_ptr<const KeyRing> PlatformCertificateManager::ring() const {
   return ring_;
 }
 
-absl::Status PlatformCertificateManager::RebuildLocked(absl::Time now) {
+absl::Status PlatformCertificateManager::RebuildLocked(absl::Time now, bool force) {
   KeyRing::Builder builder;
   if (!static_keys_.public_key_id.empty()) {
     PALMGATE_RETURN_IF_ERROR(builder.AddPublicKeyPem(static_keys_.public_key_id, static_keys_.public_key_pem));
@@ -114,7 +141,7 @@ absl::Status PlatformCertificateManager::RebuildLocked(absl::Time now) {
   next_change_ = next_change;
   absl::StatusOr<std::shared_ptr<const KeyRing>> built = std::move(builder).Build(now);
   if (!built.ok()) return built.status();
-  const bool changed = ring_ == nullptr || ring_->Serials() != (*built)->Serials() ||
+  const bool changed = force || ring_ == nullptr || ring_->Serials() != (*built)->Serials() ||
                        ring_->preferred_serial() != (*built)->preferred_serial();
   if (changed) {
     ring_ = *std::move(built);
@@ -161,8 +188,14 @@ int64_t PlatformCertificateManager::BeginDownloadLocked(absl::Time now) {
 }
 
 void PlatformCertificateManager::SendDownload(int64_t number) {
-  std::shared_ptr<const KeyRing> ring = this->ring();
-  absl::StatusOr<std::string> authorization = credential_->AuthorizationHeader("GET", kCertificatesPath, "");
+  std::shared_ptr<const KeyRing> ring;
+  std::shared_ptr<const Credential> credential;
+  {
+    absl::MutexLock lock(&mu_);
+    ring = ring_;
+    credential = credential_;
+  }
+  absl::StatusOr<std::string> authorization = credential->AuthorizationHeader("GET", kCertificatesPath, "");
   if (!authorization.ok()) {
     OnDownload(number, MakeError(absl::StatusCode::kInternal, ErrorReason::kConfiguration,
                                  absl::StrCat("sign request: ", authorization.status().message())));
@@ -192,13 +225,14 @@ void PlatformCertificateManager::SendDownload(int64_t number) {
 }
 
 PlatformCertificateManager::Outcome PlatformCertificateManager::Evaluate(
-    const absl::StatusOr<HttpResponse>& response, const std::shared_ptr<const KeyRing>& ring, absl::Time now) const {
+    const absl::StatusOr<HttpResponse>& response, const std::shared_ptr<const KeyRing>& ring,
+    const std::string& apiv3_key, absl::Time now) const {
   if (!response.ok()) return Failed(Annotate(response.status(), kWhat));
   const HttpResponse& r = *response;
   if (ring != nullptr) {
     absl::StatusOr<VerifiedResponse> verified = ValidateResponse(r, *ring, now, options_.validator);
     if (verified.ok()) {
-      absl::StatusOr<std::vector<crypto::Certificate>> certs = ParseCertificatesResponse(r.body, apiv3_key_);
+      absl::StatusOr<std::vector<crypto::Certificate>> certs = ParseCertificatesResponse(r.body, apiv3_key);
       if (!certs.ok()) return Failed(Annotate(certs.status(), kWhat));
       return Outcome{absl::OkStatus(), false, *std::move(certs)};
     }
@@ -213,7 +247,7 @@ PlatformCertificateManager::Outcome PlatformCertificateManager::Evaluate(
   // Signed by a serial we do not hold (first download, or WeChat Pay switched
   // certificates): AES-GCM under the APIv3 key authenticates the certificates,
   // and the response must verify with one of them (see the header's TRUST DECISION).
-  absl::StatusOr<std::vector<crypto::Certificate>> certs = ParseCertificatesResponse(r.body, apiv3_key_);
+  absl::StatusOr<std::vector<crypto::Certificate>> certs = ParseCertificatesResponse(r.body, apiv3_key);
   if (!certs.ok()) return Failed(Annotate(certs.status(), kWhat));
   KeyRing::Builder builder;
   for (const crypto::Certificate& c : *certs) {
@@ -235,8 +269,17 @@ PlatformCertificateManager::Outcome PlatformCertificateManager::Evaluate(
 
 void PlatformCertificateManager::OnDownload(int64_t number, absl::StatusOr<HttpResponse> response) {
   const absl::Time now = clock_.Now();
-  const Outcome outcome = Evaluate(response, ring(), now);
-  const bool has_static = !static_keys_.public_key_id.empty() || !static_keys_.certificates.empty();
+  std::shared_ptr<const KeyRing> ring;
+  std::string apiv3_key;
+  bool has_static;
+  {
+    absl::MutexLock lock(&mu_);
+    ring = ring_;
+    apiv3_key = apiv3_key_;
+    has_static = !static_keys_.public_key_id.empty() || !static_keys_.certificates.empty();
+  }
+  const Outcome outcome = Evaluate(response, ring, apiv3_key, now);
+  OPENSSL_cleanse(apiv3_key.data(), apiv3_key.size());
 
   std::vector<std::pair<Callback, absl::Status>> to_run;
   int64_t next = 0;

@@ -173,6 +173,14 @@ class PlatformCertificateManager final : public KeyRefresher {
 
   Stats GetStats() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Key reload: replaces the signing credential, the APIv3 key and the static
+  // keys, and rebuilds the ring from them and the certificates downloaded so
+  // far (swapped into the store when it changed). On error (an unusable static
+  // key, an APIv3 key that is not 32 bytes, or no usable key left) nothing
+  // changes. Downloads already in flight finish with the previous settings.
+  absl::Status Reconfigure(std::shared_ptr<const Credential> credential, std::string apiv3_key,
+                           StaticVerificationKeys static_keys) ABSL_LOCKS_EXCLUDED(mu_);
+
   // KeyRefresher. OK at once when the ring already holds `serial` (another
   // refresh got it); kResourceExhausted at once when the last download
   // started less than min_refresh_interval ago and none is in flight;
@@ -206,9 +214,10 @@ class PlatformCertificateManager final : public KeyRefresher {
   void SendDownload(int64_t number) ABSL_LOCKS_EXCLUDED(mu_);
   void OnDownload(int64_t number, absl::StatusOr<HttpResponse> response) ABSL_LOCKS_EXCLUDED(mu_);
   Outcome Evaluate(const absl::StatusOr<HttpResponse>& response, const std::shared_ptr<const KeyRing>& ring,
-                   absl::Time now) const;
+                   const std::string& apiv3_key, absl::Time now) const;
   // Rebuilds the ring from static + downloaded keys; swaps when it changed.
-  absl::Status RebuildLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `force`: swap even when the serials did not change (a reloaded key may keep its id).
+  absl::Status RebuildLocked(absl::Time now, bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Time NextPeriodicLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool UsableLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -216,13 +225,14 @@ class PlatformCertificateManager final : public KeyRefresher {
   void TimerLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const Options options_;
-  const std::shared_ptr<const Credential> credential_;
   HttpTransport* const transport_;
-  const std::string apiv3_key_;
-  const StaticVerificationKeys static_keys_;
   const Clock& clock_;
 
   mutable absl::Mutex mu_;
+  // Replaced by Reconfigure (key reload).
+  std::shared_ptr<const Credential> credential_ ABSL_GUARDED_BY(mu_);
+  std::string apiv3_key_ ABSL_GUARDED_BY(mu_);
+  StaticVerificationKeys static_keys_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const KeyRing> ring_ ABSL_GUARDED_BY(mu_);
   SwappableKeyStore* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, Downloaded> downloaded_ ABSL_GUARDED_BY(mu_);  // by serial
