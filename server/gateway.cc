@@ -1,5 +1,7 @@
 #include "server/gateway.h"
 
+#include <openssl/crypto.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -30,31 +32,12 @@ absl::StatusOr<std::string> ReadSetting(absl::string_view flag, const std::strin
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& config, const Clock& clock) {
+absl::StatusOr<KeyMaterial> LoadKeyMaterial(const GatewayConfig& config, const Clock& clock) {
   if (config.mchid.empty()) return Setting("mchid", "required (the merchant id that signs requests)");
   if (config.merchant_serial.empty()) {
     return Setting("merchant_serial", "required (serial of the merchant API certificate)");
   }
   if (config.merchant_private_key.empty()) return Setting("merchant_private_key", "required (path of apiclient_key.pem)");
-  if (!absl::StartsWith(config.upstream, "https://") && !absl::StartsWith(config.upstream, "http://")) {
-    return Setting("upstream", "must be an http:// or https:// URL");
-  }
-  if (absl::EndsWith(config.upstream, "/")) return Setting("upstream", "must not end with '/'");
-  std::string backup = config.upstream_backup;
-  if (backup == "auto") backup = config.upstream == wechatpay::kProductionBaseUrl ? std::string(wechatpay::kBackupBaseUrl) : "";
-  if (backup == "none") backup.clear();
-  if (!backup.empty() && ((!absl::StartsWith(backup, "https://") && !absl::StartsWith(backup, "http://")) ||
-                          absl::EndsWith(backup, "/"))) {
-    return Setting("upstream_backup", "must be an http:// or https:// URL without a trailing '/', \"auto\" or \"none\"");
-  }
-  if (config.upstream_attempts < 1 || config.upstream_attempts > 10) {
-    return Setting("upstream_attempts", "must be between 1 and 10");
-  }
-  if (config.upstream_attempt_timeout < absl::ZeroDuration()) return Setting("upstream_attempt_timeout", "must not be negative");
-  if (config.upstream_max_idle <= absl::ZeroDuration()) return Setting("upstream_max_idle", "must be positive");
-  if (config.upstream_timeout <= absl::ZeroDuration()) return Setting("upstream_timeout", "must be positive");
-  if (config.clock_skew <= absl::ZeroDuration()) return Setting("clock_skew", "must be positive");
-
   auto signer = wechatpay::RsaSha256Signer::FromPemFile(config.merchant_private_key);
   if (!signer.ok()) return Wrap("merchant_private_key", signer.status());
   const crypto::RsaPublicKey merchant_public = (*signer)->key().PublicKey();
@@ -123,12 +106,60 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     if (!added.ok()) return Wrap("platform_certificates", added);
     static_keys.certificates.push_back(*cert);
   }
-  const bool has_static_keys = !static_keys.public_key_id.empty() || !static_keys.certificates.empty();
-  absl::StatusOr<std::shared_ptr<const wechatpay::KeyRing>> keys = nullptr;
-  if (has_static_keys) {
-    keys = std::move(ring).Build(clock.Now());
+  KeyMaterial material;
+  if (!static_keys.public_key_id.empty() || !static_keys.certificates.empty()) {
+    absl::StatusOr<std::shared_ptr<const wechatpay::KeyRing>> keys = std::move(ring).Build(clock.Now());
     if (!keys.ok()) return Wrap("platform_certificates", keys.status());
+    material.static_ring = *std::move(keys);
   }
+  material.credential = std::make_shared<wechatpay::Credential>(
+      config.mchid, merchant_serial, std::shared_ptr<const wechatpay::Signer>(*std::move(signer)), clock);
+  material.static_keys = std::move(static_keys);
+  material.apiv3_key = std::move(apiv3_key);
+  return material;
+
+}
+
+absl::Status ReloadKeys(const GatewayConfig& config, GatewayCore& core, const Clock& clock) {
+  PALMGATE_ASSIGN_OR_RETURN(KeyMaterial material, LoadKeyMaterial(config, clock));
+  if (material.apiv3_key.empty() != (core.certificates == nullptr)) {
+    return absl::FailedPreconditionError("--apiv3_key_file: turning certificate download on or off needs a restart");
+  }
+  if (core.certificates != nullptr) {
+    absl::Status s = core.certificates->Reconfigure(material.credential, std::move(material.apiv3_key),
+                                                    std::move(material.static_keys));
+    OPENSSL_cleanse(material.apiv3_key.data(), material.apiv3_key.size());
+    if (!s.ok()) return Wrap("apiv3_key_file", s);
+  } else {
+    core.keys->Replace(std::move(material.static_ring));
+  }
+  core.client->ReplaceCredential(std::move(material.credential));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& config, const Clock& clock) {
+  if (!absl::StartsWith(config.upstream, "https://") && !absl::StartsWith(config.upstream, "http://")) {
+    return Setting("upstream", "must be an http:// or https:// URL");
+  }
+  if (absl::EndsWith(config.upstream, "/")) return Setting("upstream", "must not end with '/'");
+  std::string backup = config.upstream_backup;
+  if (backup == "auto") backup = config.upstream == wechatpay::kProductionBaseUrl ? std::string(wechatpay::kBackupBaseUrl) : "";
+  if (backup == "none") backup.clear();
+  if (!backup.empty() && ((!absl::StartsWith(backup, "https://") && !absl::StartsWith(backup, "http://")) ||
+                          absl::EndsWith(backup, "/"))) {
+    return Setting("upstream_backup", "must be an http:// or https:// URL without a trailing '/', \"auto\" or \"none\"");
+  }
+  if (config.upstream_attempts < 1 || config.upstream_attempts > 10) {
+    return Setting("upstream_attempts", "must be between 1 and 10");
+  }
+  if (config.upstream_attempt_timeout < absl::ZeroDuration()) return Setting("upstream_attempt_timeout", "must not be negative");
+  if (config.upstream_max_idle <= absl::ZeroDuration()) return Setting("upstream_max_idle", "must be positive");
+  if (config.upstream_timeout <= absl::ZeroDuration()) return Setting("upstream_timeout", "must be positive");
+  if (config.clock_skew <= absl::ZeroDuration()) return Setting("clock_skew", "must be positive");
+  PALMGATE_ASSIGN_OR_RETURN(KeyMaterial material, LoadKeyMaterial(config, clock));
+  const bool has_static_keys = material.static_ring != nullptr;
+  std::shared_ptr<const wechatpay::KeyRing> keys = material.static_ring;
+  std::shared_ptr<const wechatpay::Credential> credential = material.credential;
 
   if (!config.upstream_ca.empty()) {
     PALMGATE_RETURN_IF_ERROR(ReadSetting("upstream_ca", config.upstream_ca).status());
@@ -142,8 +173,6 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
 
   auto core = std::make_unique<GatewayCore>();
   core->transport = *std::move(transport);
-  auto credential = std::make_shared<wechatpay::Credential>(
-      config.mchid, merchant_serial, std::shared_ptr<const wechatpay::Signer>(*std::move(signer)), clock);
   if (!config.apiv3_key_file.empty()) {
     // The first download happens before serving; see certificate_manager.h for its trust decision.
     if (config.certificate_refresh_interval <= absl::ZeroDuration() ||
@@ -160,8 +189,8 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     mopts.min_refresh_interval = config.certificate_refresh_min_interval;
     mopts.download_timeout = config.upstream_timeout;
     mopts.validator.max_clock_skew = config.clock_skew;
-    auto manager = wechatpay::PlatformCertificateManager::Create(mopts, credential, core->transport.get(),
-                                                                 std::move(apiv3_key), std::move(static_keys), clock);
+    auto manager = wechatpay::PlatformCertificateManager::Create(
+        mopts, credential, core->transport.get(), std::move(material.apiv3_key), std::move(material.static_keys), clock);
     if (!manager.ok()) return Wrap("apiv3_key_file", manager.status());
     core->certificates = *std::move(manager);
     absl::Status first = core->certificates->RefreshBlocking(absl::Now() + config.upstream_timeout + absl::Seconds(1));
@@ -172,7 +201,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     }
     keys = core->certificates->ring();
   }
-  core->keys = std::make_unique<wechatpay::SwappableKeyStore>(*std::move(keys));
+  core->keys = std::make_unique<wechatpay::SwappableKeyStore>(std::move(keys));
   wechatpay::PalmServiceClient::Options copts;
   copts.base_url = config.upstream;
   copts.backup_url = backup;

@@ -65,6 +65,23 @@ struct GatewayCore {
   std::unique_ptr<wechatpay::PlatformCertificateManager> certificates;
 };
 
+// The key files' contents: everything a key reload replaces.
+struct KeyMaterial {
+  std::shared_ptr<const wechatpay::Credential> credential;
+  wechatpay::StaticVerificationKeys static_keys;          // configured public key and pinned certificates
+  std::shared_ptr<const wechatpay::KeyRing> static_ring;  // built from static_keys; null when there are none
+  std::string apiv3_key;                                  // empty without --apiv3_key_file
+};
+
+// Reads and checks the merchant key (and certificate), the WeChat Pay public
+// key, the pinned platform certificates and the APIv3 key. Errors name the flag.
+absl::StatusOr<KeyMaterial> LoadKeyMaterial(const GatewayConfig& config, const Clock& clock);
+
+// Reloads every key file without a restart (SIGHUP, or a changed file): the
+// merchant private key and credential, the verification keys, the APIv3 key.
+// On any error nothing changes and the running keys stay in use.
+absl::Status ReloadKeys(const GatewayConfig& config, GatewayCore& core, const Clock& clock);
+
 // Loads keys and certificates and builds the core. Errors are
 // kInvalidArgument / kNotFound whose message starts with the flag name, e.g.
 // "--platform_certificates: /k/apiclient_cert.pem is the merchant's own API

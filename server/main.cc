@@ -8,6 +8,7 @@
 // (e.g. PALMGATE_MCHID); a command-line flag wins. Secrets are only ever read
 // from files. Prints "LISTENING host:port" on stdout once serving.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/logging.h"
+#include "server/file_watcher.h"
 #include "server/gateway.h"
 #include "server/grpc_server.h"
 #include "server/service/palmgate_service.h"
@@ -57,6 +59,8 @@ ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default:
 ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");
 ABSL_FLAG(absl::Duration, clock_skew, absl::Seconds(300), "allowed |Wechatpay-Timestamp - local clock|");
 ABSL_FLAG(absl::Duration, deadline_margin, absl::Milliseconds(20), "kept from the caller's deadline to answer in time");
+ABSL_FLAG(absl::Duration, key_reload_interval, absl::Seconds(10),
+          "how often key files are checked for changes (reloaded without a restart; also on SIGHUP); 0: only SIGHUP");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "on SIGTERM, time to keep serving while health says NOT_SERVING (for load balancers to notice)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "on SIGTERM, time allowed for in-flight RPCs");
@@ -69,7 +73,8 @@ constexpr const char* kEnvFlags[] = {
     "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_backup",
     "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "apiv3_key_file", "certificate_refresh_interval",
     "certificate_refresh_min_interval", "upstream_ca",
-    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "drain_delay", "shutdown_grace"};
+    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay",
+    "shutdown_grace"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -140,13 +145,35 @@ int Run() {
   Log(LogLevel::kInfo, absl::StrCat("palmgate serving on ", host, ":", port, " upstream=", config.upstream,
                                     " verification_keys=", (*core)->keys->Current()->size()));
 
+  // Key files changed: reload as on SIGHUP (the signal loop below does the work).
+  std::unique_ptr<FileWatcher> watcher;
+  if (absl::GetFlag(FLAGS_key_reload_interval) > absl::ZeroDuration()) {
+    std::vector<std::string> files = {config.merchant_private_key, config.merchant_certificate,
+                                      config.wechatpay_public_key, config.apiv3_key_file};
+    files.insert(files.end(), config.platform_certificates.begin(), config.platform_certificates.end());
+    watcher = std::make_unique<FileWatcher>(std::move(files), absl::GetFlag(FLAGS_key_reload_interval),
+                                            [] { ::kill(::getpid(), SIGHUP); });
+  }
+
+  // SIGHUP: reload keys, keeping the old ones when that fails.
   // SIGTERM/SIGINT: stop advertising, let in-flight RPCs finish, exit 0.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   int sig = 0;
-  sigwait(&signals, &sig);
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    absl::Status reloaded = ReloadKeys(config, **core, SystemClock::Get());
+    if (reloaded.ok()) {
+      Log(LogLevel::kInfo, absl::StrCat("keys reloaded; verification keys: ", (*core)->keys->Current()->size()));
+    } else {
+      Log(LogLevel::kError, absl::StrCat("key reload failed, keeping the running keys: ", reloaded.message()));
+    }
+  }
+  watcher.reset();
   Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));
   (*server)->SetNotServing();
   absl::SleepFor(absl::GetFlag(FLAGS_drain_delay));  // still serving: balancers move traffic away
@@ -168,6 +195,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 

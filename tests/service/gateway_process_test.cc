@@ -3,6 +3,7 @@
 // or clear openids, and draining on SIGTERM (health NOT_SERVING, in-flight
 // RPCs finish, exit 0).
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <future>
@@ -20,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "palmgate/v1/palm_authorization.grpc.pb.h"
 #include "server/common/file_util.h"
+#include "server/crypto/rsa.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/sandbox_process.h"
 #include "tests/testing/test_matchers.h"
@@ -190,6 +192,103 @@ TEST_F(GatewayProcessTest, SigtermDrainsInFlightRpcsAndExitsZero) {
   EXPECT_TRUE(result.first.ok()) << result.first.error_message();
   EXPECT_EQ(result.second.state(), palmgate::v1::AUTHORIZATION_STATE_OFF);
   EXPECT_THAT(gateway_->Wait(), IsOkAndHolds(0));
+}
+
+// Key files copied where a test may replace them (as an operator rotating secrets would).
+class KeyReloadTest : public GatewayProcessTest {
+ protected:
+  void SetUp() override {
+    GatewayProcessTest::SetUp();
+    secrets_ = dir_ + "/secrets";
+    ASSERT_EQ(::mkdir(secrets_.c_str(), 0700), 0);
+    for (const char* f : {"apiclient_key.pem", "pub_key.pem"}) {
+      auto contents = ReadFile(sandbox_->keys_dir() + "/" + f);
+      ASSERT_THAT(contents, IsOk());
+      ASSERT_THAT(WriteFile(secrets_ + "/" + f, *contents, 0600), IsOk());
+    }
+    auto stranger = crypto::RsaPrivateKey::Generate();
+    ASSERT_THAT(stranger, IsOk());
+    stranger_ = std::make_unique<crypto::RsaPrivateKey>(*std::move(stranger));
+  }
+
+  std::vector<std::string> SecretFlags() const {
+    return {"--merchant_private_key=" + secrets_ + "/apiclient_key.pem",
+            "--merchant_certificate=",  // the environment's certificate would pin the original key
+            "--platform_certificates=", "--wechatpay_public_key=" + secrets_ + "/pub_key.pem"};
+  }
+
+  // Calls until `want` (OK or not) or the deadline; returns the last status.
+  grpc::Status CallUntil(bool want_ok, absl::Duration within) {
+    const absl::Time until = absl::Now() + within;
+    grpc::Status s;
+    do {
+      palmgate::v1::Authorization a;
+      s = Call(kOpenid, &a);
+      if (s.ok() == want_ok) break;
+      absl::SleepFor(absl::Milliseconds(50));  // polling a condition with a deadline
+    } while (absl::Now() < until);
+    return s;
+  }
+
+  std::string secrets_;
+  std::unique_ptr<crypto::RsaPrivateKey> stranger_;
+};
+
+TEST_F(KeyReloadTest, SighupReloadsTheMerchantPrivateKey) {
+  // Start with a key WeChat Pay (the sandbox) does not know: our signatures are rejected.
+  ASSERT_THAT(WriteFile(secrets_ + "/apiclient_key.pem", stranger_->ToPkcs8Pem(), 0600), IsOk());
+  auto flags = SecretFlags();
+  flags.push_back("--key_reload_interval=0");
+  StartGateway(flags);
+  palmgate::v1::Authorization a;
+  grpc::Status rejected = Call(kOpenid, &a);
+  EXPECT_EQ(rejected.error_code(), grpc::StatusCode::INTERNAL);
+  // The operator installs the right key and sends SIGHUP: no restart.
+  auto right = ReadFile(sandbox_->keys_dir() + "/apiclient_key.pem");
+  ASSERT_THAT(right, IsOk());
+  ASSERT_THAT(WriteFile(secrets_ + "/apiclient_key.pem", *right, 0600), IsOk());
+  const pid_t pid = gateway_->pid();
+  gateway_->Signal(SIGHUP);
+  grpc::Status s = CallUntil(/*want_ok=*/true, absl::Seconds(10));
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(gateway_->pid(), pid);
+}
+
+TEST_F(KeyReloadTest, ChangedVerificationKeyFileIsPickedUpWithoutASignal) {
+  // A wrong WeChat Pay public key: every answer fails verification.
+  ASSERT_THAT(WriteFile(secrets_ + "/pub_key.pem", stranger_->PublicKey().ToPem(), 0600), IsOk());
+  auto flags = SecretFlags();
+  flags.push_back("--key_reload_interval=100ms");
+  StartGateway(flags);
+  palmgate::v1::Authorization a;
+  EXPECT_EQ(Call(kOpenid, &a).error_code(), grpc::StatusCode::INTERNAL);
+  auto right = ReadFile(sandbox_->keys_dir() + "/pub_key.pem");
+  ASSERT_THAT(right, IsOk());
+  ASSERT_THAT(WriteFile(secrets_ + "/pub_key.pem", *right, 0600), IsOk());
+  grpc::Status s = CallUntil(/*want_ok=*/true, absl::Seconds(10));
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST_F(KeyReloadTest, FailedReloadKeepsTheRunningKeysAndSaysWhy) {
+  auto flags = SecretFlags();
+  flags.push_back("--key_reload_interval=0");
+  StartGateway(flags);
+  palmgate::v1::Authorization a;
+  ASSERT_TRUE(Call(kOpenid, &a).ok());
+  ASSERT_THAT(WriteFile(secrets_ + "/apiclient_key.pem", "not a key", 0600), IsOk());
+  gateway_->Signal(SIGHUP);
+  // Wait (bounded) for the reload's verdict in the log.
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  std::string log;
+  while (absl::Now() < until) {
+    log = ReadFile(log_path()).value_or("");
+    if (absl::StrContains(log, "key reload failed")) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_THAT(log, HasSubstr("key reload failed, keeping the running keys: --merchant_private_key:"));
+  EXPECT_THAT(log, Not(HasSubstr("not a key")));
+  grpc::Status s = Call(kOpenid, &a);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 TEST_F(GatewayProcessTest, MisconfigurationStopsStartUpWithOneLineNamingTheSetting) {
