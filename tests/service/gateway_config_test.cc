@@ -1,8 +1,13 @@
 #include "server/gateway.h"
 
+#include <stdlib.h>
+
+#include <future>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/common/file_util.h"
+#include "tests/testing/child_process.h"
 #include "tests/testing/sandbox_process.h"
 #include "tests/testing/test_matchers.h"
 
@@ -132,6 +137,66 @@ TEST_F(GatewayConfigTest, MerchantPublicKeyIsNotAVerificationKey) {
   EXPECT_THAT(LoadGateway(c, SystemClock::Get()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("merchant's own public key")));
 }
+
+}  // namespace
+}  // namespace palmgate
+
+namespace palmgate {
+namespace {
+
+// Every upstream call goes through the egress proxy: the certificate download
+// at start-up and the API calls, with the proxy given by flag or by the
+// standard HTTPS_PROXY variable.
+class EgressProxyTest : public ::testing::TestWithParam<bool /*by_environment*/> {};
+
+TEST_P(EgressProxyTest, CertificateDownloadAndCallsUseTheProxy) {
+  testing::SandboxProcessOptions options;
+  options.tls = true;
+  auto sandbox = testing::SandboxProcess::Start(options);
+  ASSERT_THAT(sandbox, IsOk());
+  auto dir = testing::MakeTempDir("palmgate-egress");
+  ASSERT_THAT(dir, IsOk());
+  const std::string proxy_log = *dir + "/proxy.log";
+  auto proxy = testing::ListeningProcess::Start({"/usr/bin/python3", PALMGATE_CONNECT_PROXY}, absl::Seconds(30), proxy_log);
+  ASSERT_THAT(proxy, IsOk());
+  auto merchant = testing::SandboxMerchant::Load((*sandbox)->keys_dir());
+  ASSERT_THAT(merchant, IsOk());
+  const std::string keys = (*sandbox)->keys_dir();
+  GatewayConfig c;
+  c.mchid = merchant->mchid();
+  c.merchant_serial = merchant->merchant_serial();
+  c.merchant_private_key = keys + "/apiclient_key.pem";
+  c.apiv3_key_file = keys + "/apiv3_key.txt";  // platform certificates come from the download only
+  c.upstream = (*sandbox)->base_url();
+  c.upstream_ca = (*sandbox)->ca_cert_path();
+  const std::string proxy_url = "http://" + (*proxy)->address();
+  if (GetParam()) {
+    ::setenv("HTTPS_PROXY", proxy_url.c_str(), 1);
+    ::unsetenv("NO_PROXY");
+    ::unsetenv("no_proxy");
+  } else {
+    c.proxy = proxy_url;
+  }
+  auto core = LoadGateway(c, SystemClock::Get());
+  ASSERT_THAT(core, IsOk());
+  EXPECT_EQ((*core)->keys->Current()->preferred_serial(), merchant->platform_serial());
+  const std::string hostport((*sandbox)->base_url().substr(std::string("https://").size()));
+  // The start-up certificate download already went through the proxy.
+  EXPECT_THAT(ReadFile(proxy_log).value_or(""), HasSubstr("CONNECT " + hostport));
+  std::promise<absl::StatusOr<wechatpay::AuthorizationResult>> done;
+  (*core)->client->GetAuthorization("o1", "1004", absl::Now() + absl::Seconds(10),
+                                    [&done](absl::StatusOr<wechatpay::AuthorizationResult> r) { done.set_value(std::move(r)); });
+  EXPECT_THAT(done.get_future().get(), IsOk());
+  core->reset();
+  if (GetParam()) ::unsetenv("HTTPS_PROXY");
+  ASSERT_THAT((*proxy)->Stop(), IsOk());
+  auto log = ReadFile(proxy_log);
+  ASSERT_THAT(log, IsOk());
+  EXPECT_THAT(*log, HasSubstr("CONNECT " + hostport)) << "nothing went through the proxy";
+}
+
+INSTANTIATE_TEST_SUITE_P(FlagAndEnvironment, EgressProxyTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "HttpsProxyEnv" : "ProxyFlag"; });
 
 }  // namespace
 }  // namespace palmgate
