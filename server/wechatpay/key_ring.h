@@ -21,12 +21,11 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/common/swappable.h"
 #include "server/crypto/rsa.h"
 
 namespace palmgate::wechatpay {
@@ -100,25 +99,16 @@ class KeyStore {
 
 // SwappableKeyStore
 //
-// A KeyStore whose ring is replaced atomically by Replace().
+// A KeyStore whose ring is replaced atomically by Replace(); verifications
+// already holding the old ring finish with it.
 class SwappableKeyStore final : public KeyStore {
  public:
   explicit SwappableKeyStore(std::shared_ptr<const KeyRing> ring) : ring_(std::move(ring)) {}
-
-  std::shared_ptr<const KeyRing> Current() const override ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    return ring_;
-  }
-
-  // Replaces the ring; verifications already holding the old one finish with it.
-  void Replace(std::shared_ptr<const KeyRing> ring) ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    ring_.swap(ring);
-  }
+  std::shared_ptr<const KeyRing> Current() const override { return ring_.Current(); }
+  void Replace(std::shared_ptr<const KeyRing> ring) { ring_.Replace(std::move(ring)); }
 
  private:
-  mutable absl::Mutex mu_;
-  std::shared_ptr<const KeyRing> ring_ ABSL_GUARDED_BY(mu_);
+  Swappable<KeyRing> ring_;
 };
 
 }  // namespace palmgate::wechatpay

@@ -42,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/common/clock.h"
+#include "server/common/swappable.h"
 #include "server/wechatpay/credential.h"
 #include "server/wechatpay/http_transport.h"
 #include "server/wechatpay/key_refresher.h"
@@ -78,25 +79,8 @@ struct AuthorizationResult {
 absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view body, absl::string_view openid,
                                                            absl::string_view organization_id);
 
-// CredentialStore
-//
-// The current signing credential; replaced atomically on key reload. Thread-safe.
-class CredentialStore {
- public:
-  explicit CredentialStore(std::shared_ptr<const Credential> c) : credential_(std::move(c)) {}
-  std::shared_ptr<const Credential> Current() const ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    return credential_;
-  }
-  void Replace(std::shared_ptr<const Credential> c) ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    credential_.swap(c);
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::shared_ptr<const Credential> credential_ ABSL_GUARDED_BY(mu_);
-};
+// CredentialStore: the current signing credential, replaced atomically on key reload.
+using CredentialStore = Swappable<Credential>;
 
 class PalmServiceClient {
  public:
