@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/logging.h"
+#include "server/wechatpay/call_coalescer.h"
 #include "server/wechatpay/error.h"
 #include "server/wechatpay/error_mapping.h"
 #include "server/wechatpay/request_target.h"
@@ -61,8 +62,8 @@ struct PalmServiceClient::Call {
   std::string openid;
   std::string organization_id;
   std::string target;
-  absl::Time deadline;
   absl::Mutex mu;
+  absl::Time deadline ABSL_GUARDED_BY(mu);  // extended when coalesced callers with later deadlines join
   Callback done ABSL_GUARDED_BY(mu);
   bool finished ABSL_GUARDED_BY(mu) = false;
   bool cancelled ABSL_GUARDED_BY(mu) = false;
@@ -87,10 +88,40 @@ absl::Duration FullJitter(int attempt, absl::Duration base, absl::Duration cap) 
 
 }  // namespace
 
+// The coalescer's view of this client: unshared calls and the transport's timers.
+class PalmServiceClient::SharedUpstream final : public CallCoalescer::Upstream {
+ public:
+  explicit SharedUpstream(PalmServiceClient* client) : client_(client) {}
+
+  // CallCoalescer::Upstream
+  uint64_t StartShared(absl::string_view openid, absl::string_view organization_id, absl::Time deadline,
+                       CallCoalescer::Callback done) override {
+    absl::StatusOr<std::string> target = AuthorizationQueryTarget(openid, organization_id);
+    if (!target.ok()) {  // checked before joining; kept for completeness
+      std::move(done)(target.status());
+      return 0;
+    }
+    return client_->StartCall(openid, organization_id, *std::move(target), deadline, std::move(done));
+  }
+  void CancelShared(uint64_t id) override { client_->CancelCall(id); }
+  void ExtendShared(uint64_t id, absl::Time deadline) override { client_->ExtendDeadline(id, deadline); }
+  void ScheduleAt(absl::Time when, absl::AnyInvocable<void() &&> fn) override {
+    client_->transport_->Schedule(when - client_->clock_.Now(), std::move(fn));
+  }
+
+ private:
+  PalmServiceClient* const client_;
+};
+
 PalmServiceClient::PalmServiceClient(Options options, std::shared_ptr<const Credential> credential,
                                      const KeyStore* keys, HttpTransport* transport, const Clock& clock)
     : options_(std::move(options)), credential_(std::move(credential)), keys_(keys), transport_(transport),
-      clock_(clock) {}
+      clock_(clock) {
+  if (options_.coalesce) {
+    shared_upstream_ = std::make_unique<SharedUpstream>(this);
+    coalescer_ = std::make_unique<CallCoalescer>(shared_upstream_.get());
+  }
+}
 
 PalmServiceClient::~PalmServiceClient() = default;
 
@@ -108,13 +139,19 @@ CallId PalmServiceClient::GetAuthorization(absl::string_view openid, absl::strin
                               "deadline already expired; nothing sent upstream"));
     return 0;
   }
+  if (coalescer_ != nullptr) return coalescer_->Join(openid, organization_id, deadline, std::move(done));
+  return StartCall(openid, organization_id, *std::move(target), deadline, std::move(done));
+}
+
+CallId PalmServiceClient::StartCall(absl::string_view openid, absl::string_view organization_id, std::string target,
+                                    absl::Time deadline, Callback done) {
   auto call = std::make_shared<Call>();
   call->openid = std::string(openid);
   call->organization_id = std::string(organization_id);
-  call->target = *std::move(target);
-  call->deadline = deadline;
+  call->target = std::move(target);
   {
     absl::MutexLock lock(&call->mu);
+    call->deadline = deadline;
     call->done = std::move(done);
   }
   {
@@ -129,6 +166,26 @@ CallId PalmServiceClient::GetAuthorization(absl::string_view openid, absl::strin
 }
 
 void PalmServiceClient::Cancel(CallId id) {
+  if (coalescer_ != nullptr) {
+    coalescer_->Cancel(id);
+    return;
+  }
+  CancelCall(id);
+}
+
+void PalmServiceClient::ExtendDeadline(CallId id, absl::Time deadline) {
+  std::shared_ptr<Call> call;
+  {
+    absl::MutexLock lock(&calls_mu_);
+    auto it = calls_.find(id);
+    if (it == calls_.end()) return;
+    call = it->second;
+  }
+  absl::MutexLock lock(&call->mu);
+  call->deadline = std::max(call->deadline, std::min(deadline, clock_.Now() + options_.max_timeout));
+}
+
+void PalmServiceClient::CancelCall(CallId id) {
   std::shared_ptr<Call> call;
   {
     absl::MutexLock lock(&calls_mu_);
@@ -181,18 +238,20 @@ void PalmServiceClient::RecordPrimary(bool site_down_failure) {
 void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
   bool avoid_primary;
   bool cancelled;
+  absl::Time deadline;
   {
     absl::MutexLock lock(&call->mu);
     if (call->finished) return;
     call->in_backoff = false;
     avoid_primary = call->avoid_primary;
     cancelled = call->cancelled;
+    deadline = call->deadline;
   }
   if (cancelled) {
     Finish(call, MakeError(absl::StatusCode::kCancelled, ErrorReason::kCancelled, "upstream: call cancelled"));
     return;
   }
-  const absl::Duration remaining = call->deadline - clock_.Now();
+  const absl::Duration remaining = deadline - clock_.Now();
   if (remaining <= absl::ZeroDuration()) {
     Finish(call, MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
                            "upstream: deadline reached before the answer"));
@@ -377,6 +436,10 @@ PalmServiceClient::Stats PalmServiceClient::GetStats() const {
   s.retries = stat_retries_.load(std::memory_order_relaxed);
   s.failovers = stat_failovers_.load(std::memory_order_relaxed);
   s.key_refreshes = stat_refreshes_.load(std::memory_order_relaxed);
+  if (coalescer_ != nullptr) {
+    const CallCoalescer::Stats c = coalescer_->GetStats();
+    s.coalesced = c.waiters - c.shared_calls;
+  }
   s.last_clock_skew = absl::Milliseconds(last_skew_ms_.load(std::memory_order_relaxed));
   absl::MutexLock lock(&breaker_mu_);
   s.breaker_open = primary_failures_ >= options_.breaker_failures;

@@ -56,6 +56,8 @@ inline constexpr absl::string_view kBackupBaseUrl = "https://api2.mch.weixin.qq.
 
 using CallId = uint64_t;
 
+class CallCoalescer;
+
 // AuthorizationResult
 //
 // A verified answer. Every field of WeChat Pay's answer is optional; absent
@@ -99,6 +101,10 @@ class PalmServiceClient {
     int breaker_failures = 3;
     absl::Duration breaker_open = absl::Seconds(30);
     ValidatorOptions validator;
+    // Identical concurrent queries (same openid and organization_id) share one
+    // upstream call; each caller keeps its own deadline and cancellation
+    // (call_coalescer.h). Results are never cached.
+    bool coalesce = false;
   };
 
   // Counters, for tests and metrics.
@@ -108,6 +114,7 @@ class PalmServiceClient {
     int64_t retries = 0;
     int64_t failovers = 0;        // attempts sent to the backup host
     int64_t key_refreshes = 0;    // unknown-serial refreshes requested
+    int64_t coalesced = 0;        // calls answered by another caller's upstream call (Options::coalesce)
     bool breaker_open = false;
     absl::Duration last_clock_skew;  // from the last verified response
   };
@@ -136,7 +143,8 @@ class PalmServiceClient {
                           Callback done);
 
   // Cancels a call (also while it waits between attempts); its callback runs
-  // with kCancelled unless it already ran.
+  // with kCancelled unless it already ran. With Options::coalesce, a shared
+  // upstream call is cancelled only when none of its callers is left.
   void Cancel(CallId id);
 
   Stats GetStats() const;
@@ -144,7 +152,13 @@ class PalmServiceClient {
 
  private:
   struct Call;
+  class SharedUpstream;
 
+  // The call itself, without coalescing. `deadline` is already capped.
+  CallId StartCall(absl::string_view openid, absl::string_view organization_id, std::string target,
+                   absl::Time deadline, Callback done);
+  void ExtendDeadline(CallId id, absl::Time deadline);
+  void CancelCall(CallId id);
   void StartAttempt(const std::shared_ptr<Call>& call);
   void OnResponse(const std::shared_ptr<Call>& call, const std::string& host, absl::StatusOr<HttpResponse> response);
   void Verify(const std::shared_ptr<Call>& call, const std::string& host, HttpResponse response, bool after_refresh);
@@ -162,6 +176,8 @@ class PalmServiceClient {
   HttpTransport* const transport_;
   const Clock& clock_;
   KeyRefresher* refresher_ = nullptr;
+  std::unique_ptr<SharedUpstream> shared_upstream_;  // set with Options::coalesce
+  std::unique_ptr<CallCoalescer> coalescer_;
 
   absl::Mutex calls_mu_;
   std::map<CallId, std::shared_ptr<Call>> calls_ ABSL_GUARDED_BY(calls_mu_);
