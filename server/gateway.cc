@@ -210,6 +210,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
       config.upstream_attempt_timeout > absl::ZeroDuration() ? config.upstream_attempt_timeout : config.upstream_timeout;
   copts.max_attempts = config.upstream_attempts;
   copts.validator.max_clock_skew = config.clock_skew;
+  copts.coalesce = config.coalesce;
   core->client = std::make_unique<wechatpay::PalmServiceClient>(copts, std::move(credential), core->keys.get(),
                                                                 core->transport.get(), clock);
   if (core->certificates != nullptr) {

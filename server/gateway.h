@@ -41,6 +41,8 @@ struct GatewayConfig {
   std::string proxy;                  // empty: HTTPS_PROXY/NO_PROXY from the environment
   absl::Duration upstream_timeout = absl::Seconds(10);
   absl::Duration clock_skew = absl::Seconds(300);
+  // Identical concurrent queries (same openid and organization_id) share one upstream call.
+  bool coalesce = true;
   // Platform certificate auto-management (certificate_manager.h): on when set.
   std::string apiv3_key_file;         // file holding the 32-byte APIv3 key
   absl::Duration certificate_refresh_interval = absl::Hours(11);  // ± min(30 min, interval/10); < 12 h

@@ -57,6 +57,8 @@ ABSL_FLAG(absl::Duration, certificate_refresh_min_interval, absl::Seconds(30),
 ABSL_FLAG(std::string, upstream_ca, "", "file: CA bundle trusted for the upstream TLS (default: system CAs)");
 ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY)");
 ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");
+ABSL_FLAG(bool, coalesce, true,
+          "identical concurrent queries (same openid and organization_id) share one upstream call; results are never cached");
 ABSL_FLAG(absl::Duration, clock_skew, absl::Seconds(300), "allowed |Wechatpay-Timestamp - local clock|");
 ABSL_FLAG(absl::Duration, deadline_margin, absl::Milliseconds(20), "kept from the caller's deadline to answer in time");
 ABSL_FLAG(absl::Duration, key_reload_interval, absl::Seconds(10),
@@ -71,7 +73,7 @@ namespace {
 constexpr const char* kEnvFlags[] = {
     "listen", "mchid", "merchant_serial", "merchant_private_key", "merchant_certificate",
     "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_backup",
-    "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "apiv3_key_file", "certificate_refresh_interval",
+    "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "coalesce", "apiv3_key_file", "certificate_refresh_interval",
     "certificate_refresh_min_interval", "upstream_ca",
     "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay",
     "shutdown_grace"};
@@ -106,6 +108,7 @@ int Run() {
   config.upstream_attempts = absl::GetFlag(FLAGS_upstream_attempts);
   config.upstream_attempt_timeout = absl::GetFlag(FLAGS_upstream_attempt_timeout);
   config.upstream_max_idle = absl::GetFlag(FLAGS_upstream_max_idle);
+  config.coalesce = absl::GetFlag(FLAGS_coalesce);
   config.apiv3_key_file = absl::GetFlag(FLAGS_apiv3_key_file);
   config.certificate_refresh_interval = absl::GetFlag(FLAGS_certificate_refresh_interval);
   config.certificate_refresh_min_interval = absl::GetFlag(FLAGS_certificate_refresh_min_interval);
