@@ -173,6 +173,11 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
 
   auto core = std::make_unique<GatewayCore>();
   core->transport = *std::move(transport);
+  wechatpay::HttpTransport* upstream = core->transport.get();
+  if (config.wrap_transport) {
+    core->wrapped_transport = config.wrap_transport(upstream);
+    upstream = core->wrapped_transport.get();
+  }
   if (!config.apiv3_key_file.empty()) {
     // The first download happens before serving; see certificate_manager.h for its trust decision.
     if (config.certificate_refresh_interval <= absl::ZeroDuration() ||
@@ -190,7 +195,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     mopts.download_timeout = config.upstream_timeout;
     mopts.validator.max_clock_skew = config.clock_skew;
     auto manager = wechatpay::PlatformCertificateManager::Create(
-        mopts, credential, core->transport.get(), std::move(material.apiv3_key), std::move(material.static_keys), clock);
+        mopts, credential, upstream, std::move(material.apiv3_key), std::move(material.static_keys), clock);
     if (!manager.ok()) return Wrap("apiv3_key_file", manager.status());
     core->certificates = *std::move(manager);
     absl::Status first = core->certificates->RefreshBlocking(absl::Now() + config.upstream_timeout + absl::Seconds(1));
@@ -212,7 +217,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   copts.validator.max_clock_skew = config.clock_skew;
   copts.coalesce = config.coalesce;
   core->client = std::make_unique<wechatpay::PalmServiceClient>(copts, std::move(credential), core->keys.get(),
-                                                                core->transport.get(), clock);
+                                                                upstream, clock);
   if (core->certificates != nullptr) {
     core->certificates->Start(core->keys.get());
     core->client->SetKeyRefresher(core->certificates.get());

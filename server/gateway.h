@@ -8,6 +8,7 @@
 #ifndef PALMGATE_SERVER_GATEWAY_H_
 #define PALMGATE_SERVER_GATEWAY_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,9 @@ struct GatewayConfig {
   std::string apiv3_key_file;         // file holding the 32-byte APIv3 key
   absl::Duration certificate_refresh_interval = absl::Hours(11);  // ± min(30 min, interval/10); < 12 h
   absl::Duration certificate_refresh_min_interval = absl::Seconds(30);  // unknown-serial refreshes
+  // Optional: wraps the upstream transport (e.g. ops::ObservedTransport for metrics);
+  // the client and the certificate manager then send through the wrapper.
+  std::function<std::unique_ptr<wechatpay::HttpTransport>(wechatpay::HttpTransport*)> wrap_transport;
 };
 
 // The loaded gateway core. Shut the gRPC server down first.
@@ -60,6 +64,8 @@ struct GatewayCore {
     transport.reset();
   }
 
+  // Destroyed last: callbacks the transport runs at its shutdown pass through it.
+  std::unique_ptr<wechatpay::HttpTransport> wrapped_transport;
   std::unique_ptr<wechatpay::CurlTransport> transport;
   std::unique_ptr<wechatpay::SwappableKeyStore> keys;
   std::unique_ptr<wechatpay::PalmServiceClient> client;

@@ -5,11 +5,17 @@
 // Health is SERVING once started (callers load and check keys before),
 // follows SetServing() (e.g. NOT_SERVING while no verification key is usable),
 // and is NOT_SERVING for good from SetNotServing() on (drain). Thread-safe.
+//
+// Connection management (GrpcServerOptions): server keepalive pings, a
+// maximum connection age (so that clients behind L4 balancers reconnect and
+// spread over new replicas), a grace for calls on an aged connection, and a
+// per-connection stream limit; server interceptors (metrics).
 #ifndef PALMGATE_SERVER_GRPC_SERVER_H_
 #define PALMGATE_SERVER_GRPC_SERVER_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -21,12 +27,30 @@ namespace palmgate {
 
 inline constexpr char kServiceName[] = "palmgate.v1.PalmAuthorization";
 
+struct GrpcServerOptions {
+  // Null: plain text.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  // Server-initiated HTTP/2 pings on idle connections, and how long to wait
+  // for their ack before closing. Zero: gRPC's defaults (2h / 20s).
+  absl::Duration keepalive_time = absl::ZeroDuration();
+  absl::Duration keepalive_timeout = absl::ZeroDuration();
+  // Client pings are accepted (also without calls) at most this often.
+  absl::Duration min_client_ping_interval = absl::Seconds(10);
+  // GOAWAY after this age (gRPC adds ±10% jitter); then `max_connection_age_grace`
+  // for the calls still running. Zero: unlimited.
+  absl::Duration max_connection_age = absl::ZeroDuration();
+  absl::Duration max_connection_age_grace = absl::ZeroDuration();
+  // Concurrent streams per connection; 0: gRPC's default.
+  int max_concurrent_streams = 0;
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+};
+
 class GrpcServer {
  public:
-  // Listens on `address` (host:port; port 0 picks one) with plain-text
-  // credentials. kInvalidArgument naming the address when it cannot listen.
-  // `service` must outlive the server.
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address, grpc::Service* service);
+  // Listens on `address` (host:port; port 0 picks one). kInvalidArgument
+  // naming the address when it cannot listen. `service` must outlive the server.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address, grpc::Service* service,
+                                                           GrpcServerOptions options = {});
 
   int port() const { return port_; }
   grpc::Server* server() { return server_.get(); }

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -24,12 +25,17 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/logging.h"
 #include "server/file_watcher.h"
 #include "server/gateway.h"
 #include "server/grpc_server.h"
+#include "server/ops/metrics.h"
+#include "server/ops/observed_transport.h"
+#include "server/ops/rpc_interceptor.h"
+#include "server/ops/server_credentials.h"
 #include "server/service/palmgate_service.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address (host:port; port 0 picks one)");
@@ -66,6 +72,21 @@ ABSL_FLAG(absl::Duration, key_reload_interval, absl::Seconds(10),
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "on SIGTERM, time to keep serving while health says NOT_SERVING (for load balancers to notice)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "on SIGTERM, time allowed for in-flight RPCs");
+ABSL_FLAG(std::string, tls_cert, "", "file: PEM certificate chain for the gRPC port (TLS; empty: plain text)");
+ABSL_FLAG(std::string, tls_key, "", "file: PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "", "file: PEM CA bundle; client certificates are then required (mTLS)");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
+          "how often the TLS files are checked for changes (reloaded without a restart)");
+ABSL_FLAG(std::string, metrics_listen, "", "Prometheus /metrics address (host:port; port 0 picks one; empty: off)");
+ABSL_FLAG(std::string, log_level, "info", "least level logged: debug, info, warning, error");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(60),
+          "server keepalive ping on idle connections (keeps L4 balancer and NAT idle timers from dropping them)");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20), "close a connection whose keepalive ping got no ack");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::Minutes(5),
+          "GOAWAY connections older than this (±10% jitter) so clients behind L4 balancers spread over replicas; 0: never");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(30),
+          "time RPCs on an aged connection get to finish; 0: unlimited");
+ABSL_FLAG(int, max_concurrent_streams, 1000, "concurrent RPCs per client connection");
 
 namespace palmgate {
 namespace {
@@ -76,7 +97,8 @@ constexpr const char* kEnvFlags[] = {
     "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "coalesce", "apiv3_key_file", "certificate_refresh_interval",
     "certificate_refresh_min_interval", "upstream_ca",
     "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay",
-    "shutdown_grace"};
+    "shutdown_grace", "tls_cert", "tls_key", "tls_client_ca", "tls_reload_interval", "metrics_listen", "log_level",
+    "keepalive_time", "keepalive_timeout", "max_connection_age", "max_connection_age_grace", "max_concurrent_streams"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -94,7 +116,88 @@ bool ApplyEnvironment() {
   return true;
 }
 
+// Health and key-load state the metrics read on scrape.
+struct OpsState {
+  std::atomic<bool> serving{true};
+  absl::Mutex mu;
+  absl::Time last_key_load ABSL_GUARDED_BY(mu) = absl::Now();
+};
+
+ops::StatsSnapshot Snapshot(const GatewayCore& core, OpsState& state) {
+  ops::StatsSnapshot s;
+  const wechatpay::PalmServiceClient::Stats client = core.client->GetStats();
+  s.upstream_attempts = client.attempts;
+  s.upstream_retries = client.retries;
+  s.upstream_failovers = client.failovers;
+  s.key_refreshes = client.key_refreshes;
+  s.breaker_open = client.breaker_open;
+  if (client.attempts > 0) s.clock_skew = client.last_clock_skew;
+  std::shared_ptr<const wechatpay::KeyRing> ring = core.keys->Current();
+  s.verification_keys = ring != nullptr ? static_cast<int64_t>(ring->size()) : 0;
+  if (ring != nullptr) {
+    for (const wechatpay::VerificationKey& key : ring->keys()) {
+      if (key.kind != wechatpay::VerificationKey::Kind::kPlatformCertificate) continue;
+      if (!s.earliest_certificate_expiry.has_value() || key.not_after < *s.earliest_certificate_expiry) {
+        s.earliest_certificate_expiry = key.not_after;
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&state.mu);
+    s.last_key_refresh = state.last_key_load;
+  }
+  if (core.certificates != nullptr) {
+    const absl::Time downloaded = core.certificates->GetStats().last_success;
+    if (downloaded != absl::InfinitePast() && downloaded > *s.last_key_refresh) s.last_key_refresh = downloaded;
+  }
+  s.serving = state.serving.load();
+  return s;
+}
+
 int Run() {
+  LogLevel level;
+  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::cerr << "palmgate: --log_level: must be debug, info, warning or error" << std::endl;
+    return 2;
+  }
+  SetMinLogLevel(level);
+
+  ops::ServerTlsFiles tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  tls.reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = ops::MakeServerCredentials(tls);
+  if (!credentials.ok()) {
+    std::cerr << "palmgate: " << credentials.status().message() << std::endl;
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_concurrent_streams) < 1) {
+    std::cerr << "palmgate: --max_concurrent_streams: must be positive" << std::endl;
+    return 2;
+  }
+  for (const auto& [name, value] : {std::pair<const char*, absl::Duration>{"keepalive_time", absl::GetFlag(FLAGS_keepalive_time)},
+                                    {"keepalive_timeout", absl::GetFlag(FLAGS_keepalive_timeout)},
+                                    {"max_connection_age", absl::GetFlag(FLAGS_max_connection_age)},
+                                    {"max_connection_age_grace", absl::GetFlag(FLAGS_max_connection_age_grace)}}) {
+    if (value < absl::ZeroDuration()) {
+      std::cerr << "palmgate: --" << name << ": must not be negative" << std::endl;
+      return 2;
+    }
+  }
+
+  // Outlives the core: upstream transfers report to it until the transport is gone.
+  std::unique_ptr<ops::Metrics> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    absl::StatusOr<std::unique_ptr<ops::Metrics>> created = ops::Metrics::Create(absl::GetFlag(FLAGS_metrics_listen));
+    if (!created.ok()) {
+      std::cerr << "palmgate: " << created.status().message() << std::endl;
+      return 2;
+    }
+    metrics = *std::move(created);
+  }
+  OpsState ops_state;
+
   GatewayConfig config;
   config.mchid = absl::GetFlag(FLAGS_mchid);
   config.merchant_serial = absl::GetFlag(FLAGS_merchant_serial);
@@ -116,6 +219,12 @@ int Run() {
   config.proxy = absl::GetFlag(FLAGS_proxy);
   config.upstream_timeout = absl::GetFlag(FLAGS_upstream_timeout);
   config.clock_skew = absl::GetFlag(FLAGS_clock_skew);
+  if (metrics != nullptr) {
+    ops::Metrics* m = metrics.get();
+    config.wrap_transport = [m](wechatpay::HttpTransport* inner) -> std::unique_ptr<wechatpay::HttpTransport> {
+      return std::make_unique<ops::ObservedTransport>(inner, m);
+    };
+  }
 
   absl::StatusOr<std::unique_ptr<GatewayCore>> core = LoadGateway(config, SystemClock::Get());
   if (!core.ok()) {
@@ -127,7 +236,16 @@ int Run() {
   sopts.deadline_margin = absl::GetFlag(FLAGS_deadline_margin);
   service::PalmAuthorizationService service((*core)->client.get(), SystemClock::Get(), sopts);
 
-  absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(absl::GetFlag(FLAGS_listen), &service);
+  GrpcServerOptions server_options;
+  server_options.credentials = *credentials;
+  server_options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  server_options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  server_options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  server_options.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
+  server_options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (metrics != nullptr) server_options.interceptors.push_back(ops::MakeRpcMetricsInterceptorFactory(metrics.get()));
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start(absl::GetFlag(FLAGS_listen), &service, std::move(server_options));
   if (!server.ok()) {
     std::cerr << "palmgate: " << server.status().message() << std::endl;
     return 2;
@@ -136,17 +254,31 @@ int Run() {
   if ((*core)->certificates != nullptr) {
     // NOT_SERVING while no verification key is usable (all certificates expired and refresh failing).
     GrpcServer* grpc_server = server->get();
-    (*core)->certificates->SetUsabilityListener([grpc_server](bool usable) {
+    (*core)->certificates->SetUsabilityListener([grpc_server, &ops_state](bool usable) {
       grpc_server->SetServing(usable);
+      ops_state.serving = usable;
       if (!usable) Log(LogLevel::kError, "no usable WeChat Pay verification key: health NOT_SERVING");
     });
   }
 
   std::string listen = absl::GetFlag(FLAGS_listen);
   std::string host = listen.substr(0, listen.rfind(':'));
+  if (metrics != nullptr) {
+    GatewayCore* gateway_core = core->get();
+    metrics->SetStatsSource([gateway_core, &ops_state] { return Snapshot(*gateway_core, ops_state); });
+    const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+    Log(LogLevel::kInfo, "metrics serving",
+        LogFields()
+            .Add("address", absl::StrCat(metrics_listen.substr(0, metrics_listen.rfind(':')), ":", metrics->port()))
+            .Add("path", "/metrics"));
+  }
   std::cout << "LISTENING " << host << ":" << port << std::endl;
-  Log(LogLevel::kInfo, absl::StrCat("palmgate serving on ", host, ":", port, " upstream=", config.upstream,
-                                    " verification_keys=", (*core)->keys->Current()->size()));
+  Log(LogLevel::kInfo, "palmgate serving",
+      LogFields()
+          .Add("address", absl::StrCat(host, ":", port))
+          .Add("transport_security", tls.cert.empty() ? "plaintext" : tls.client_ca.empty() ? "tls" : "mtls")
+          .Add("upstream", config.upstream)
+          .Add("verification_keys", static_cast<int64_t>((*core)->keys->Current()->size())));
 
   // Key files changed: reload as on SIGHUP (the signal loop below does the work).
   std::unique_ptr<FileWatcher> watcher;
@@ -171,6 +303,10 @@ int Run() {
     if (sig != SIGHUP) break;
     absl::Status reloaded = ReloadKeys(config, **core, SystemClock::Get());
     if (reloaded.ok()) {
+      {
+        absl::MutexLock lock(&ops_state.mu);
+        ops_state.last_key_load = absl::Now();
+      }
       Log(LogLevel::kInfo, absl::StrCat("keys reloaded; verification keys: ", (*core)->keys->Current()->size()));
     } else {
       Log(LogLevel::kError, absl::StrCat("key reload failed, keeping the running keys: ", reloaded.message()));
@@ -179,11 +315,13 @@ int Run() {
   watcher.reset();
   Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));
   (*server)->SetNotServing();
+  ops_state.serving = false;
   absl::SleepFor(absl::GetFlag(FLAGS_drain_delay));  // still serving: balancers move traffic away
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
   Log(LogLevel::kInfo, "server shut down");
   if ((*core)->certificates != nullptr) (*core)->certificates->Stop();  // no health update after this
   server->reset();
+  if (metrics != nullptr) metrics->SetStatsSource({});  // a scrape must not read the core being destroyed
   core->reset();
   Log(LogLevel::kInfo, "stopped");
   return 0;

@@ -2,18 +2,95 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <cmath>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/common/utf8.h"
 
 namespace palmgate {
+namespace {
 
-void Log(LogLevel level, absl::string_view message) {
-  const char* name = level == LogLevel::kInfo ? "INFO" : level == LogLevel::kWarning ? "WARN" : "ERROR";
-  std::string line = absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
-                                  name, " ", message, "\n");
+std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};
+
+const char* LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarning: return "warning";
+    case LogLevel::kError: return "error";
+  }
+  return "info";
+}
+
+}  // namespace
+
+std::string JsonQuote(absl::string_view text) {
+  const bool utf8 = IsValidUtf8(text);
+  std::string out;
+  out.reserve(text.size() + 2);
+  out.push_back('"');
+  for (char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (u < 0x20 || u == 0x7f || (u >= 0x80 && !utf8)) {
+          out += absl::StrFormat("\\u%04x", u);
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+LogFields& LogFields::Add(absl::string_view key, absl::string_view value) {
+  absl::StrAppend(&json_, ",", JsonQuote(key), ":", JsonQuote(value));
+  return *this;
+}
+
+LogFields& LogFields::Add(absl::string_view key, int64_t value) {
+  absl::StrAppend(&json_, ",", JsonQuote(key), ":", value);
+  return *this;
+}
+
+LogFields& LogFields::Add(absl::string_view key, double value) {
+  absl::StrAppend(&json_, ",", JsonQuote(key), ":", std::isfinite(value) ? absl::StrFormat("%.3f", value) : "null");
+  return *this;
+}
+
+void SetMinLogLevel(LogLevel level) { min_level.store(static_cast<int>(level), std::memory_order_relaxed); }
+
+bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= min_level.load(std::memory_order_relaxed); }
+
+bool ParseLogLevel(absl::string_view text, LogLevel* level) {
+  const std::string t = absl::AsciiStrToLower(text);
+  if (t == "debug") *level = LogLevel::kDebug;
+  else if (t == "info") *level = LogLevel::kInfo;
+  else if (t == "warning" || t == "warn") *level = LogLevel::kWarning;
+  else if (t == "error") *level = LogLevel::kError;
+  else return false;
+  return true;
+}
+
+void Log(LogLevel level, absl::string_view message) { Log(level, message, LogFields()); }
+
+void Log(LogLevel level, absl::string_view message, const LogFields& fields) {
+  if (!LogEnabled(level)) return;
+  std::string line = absl::StrCat(
+      "{\"time\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), "\",\"level\":\"",
+      LevelName(level), "\",\"message\":", JsonQuote(message), fields.json(), "}\n");
   // One write(2) per line: atomic for pipes up to PIPE_BUF and never interleaved mid-line in practice.
   size_t off = 0;
   while (off < line.size()) {

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/common/logging.h"
+#include "server/common/request_tags.h"
 #include "server/service/request_mapping.h"
 #include "server/service/status_conversion.h"
 #include "server/wechatpay/error.h"
@@ -21,13 +22,49 @@ namespace {
 
 constexpr absl::string_view kMethod = "/palmgate.v1.PalmAuthorization/GetAuthorization";
 
-void LogRpc(const grpc::Status& status, absl::Duration latency, absl::string_view openid,
-            absl::string_view request_id, absl::string_view reason) {
-  Log(LogLevel::kInfo,
-      absl::StrCat("rpc method=", kMethod, " code=", static_cast<int>(status.error_code()),
-                   " latency_ms=", absl::StrFormat("%.2f", absl::ToDoubleMilliseconds(latency)),
-                   " openid=", OpenidTag(openid), " wechatpay_request_id=", request_id.empty() ? "-" : request_id,
-                   reason.empty() ? "" : absl::StrCat(" reason=", reason)));
+// Correlation ids of one RPC (request_tags.h); x-request-id is echoed to the caller.
+struct RpcTags {
+  std::string request_id;
+  std::string trace_id;
+};
+
+RpcTags TagsOf(grpc::CallbackServerContext* context) {
+  const auto& md = context->client_metadata();
+  auto get = [&md](const char* key) -> absl::string_view {
+    auto it = md.find(key);
+    return it == md.end() ? absl::string_view() : absl::string_view(it->second.data(), it->second.size());
+  };
+  RpcTags tags{RequestIdOrNew(get("x-request-id")), TraceIdFromTraceparent(get("traceparent"))};
+  context->AddInitialMetadata("x-request-id", tags.request_id);
+  return tags;
+}
+
+// What the upstream call tells the log line (all optional).
+struct UpstreamTags {
+  std::string request_id;  // WeChat Pay's Request-ID
+  std::string reason;
+  std::string host;
+  int attempts = 0;
+  int http_status = 0;
+  std::string wechatpay_code;
+};
+
+void LogRpc(const grpc::Status& status, absl::Duration latency, absl::string_view openid, const RpcTags& tags,
+            const UpstreamTags& upstream) {
+  LogFields fields;
+  fields.Add("method", kMethod)
+      .Add("code", static_cast<int>(status.error_code()))
+      .Add("latency_ms", absl::ToDoubleMilliseconds(latency))
+      .Add("openid", OpenidTag(openid))
+      .Add("x_request_id", tags.request_id)
+      .AddIfNotEmpty("trace_id", tags.trace_id)
+      .AddIfNotEmpty("wechatpay_request_id", upstream.request_id)
+      .AddIfNotEmpty("upstream_host", upstream.host);
+  if (upstream.attempts > 0) fields.Add("attempts", upstream.attempts);
+  if (upstream.http_status > 0) fields.Add("http_status", upstream.http_status);
+  fields.AddIfNotEmpty("wechatpay_code", upstream.wechatpay_code).AddIfNotEmpty("reason", upstream.reason);
+  const bool server_fault = status.error_code() == grpc::StatusCode::INTERNAL || status.error_code() == grpc::StatusCode::UNKNOWN;
+  Log(server_fault ? LogLevel::kWarning : LogLevel::kInfo, "rpc", fields);
 }
 
 }  // namespace
@@ -43,8 +80,8 @@ std::string OpenidTag(absl::string_view openid) {
 class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor {
  public:
   Reactor(const PalmAuthorizationService* service, const palmgate::internal::wire::GetAuthorizationRequest* request,
-          palmgate::v1::Authorization* response)
-      : service_(service), request_(request), response_(response), start_(service->clock_.Now()) {}
+          palmgate::v1::Authorization* response, RpcTags tags)
+      : service_(service), request_(request), response_(response), tags_(std::move(tags)), start_(service->clock_.Now()) {}
 
   void Start(absl::Time deadline) {
     wechatpay::CallId id = service_->client_->GetAuthorization(
@@ -75,20 +112,24 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
  private:
   void Complete(absl::StatusOr<wechatpay::AuthorizationResult> result) {
     grpc::Status status;
-    std::string request_id;
-    std::string reason;
+    UpstreamTags upstream;
     if (result.ok()) {
       ToAuthorization(*result, response_);
-      request_id = result->request_id;
+      upstream.request_id = result->request_id;
+      upstream.host = result->host;
+      upstream.attempts = result->attempts;
+      upstream.http_status = 200;
     } else {
       status = ToGrpcStatus(result.status());
       if (auto e = wechatpay::GetUpstreamError(result.status()); e.has_value()) {
-        request_id = e->request_id;
-        reason = std::string(wechatpay::ReasonName(e->reason));
+        upstream.request_id = e->request_id;
+        upstream.reason = std::string(wechatpay::ReasonName(e->reason));
+        upstream.http_status = e->http_status;
+        upstream.wechatpay_code = e->wechatpay_code;
       }
     }
     if (service_->options_.log_rpcs) {
-      LogRpc(status, service_->clock_.Now() - start_, request_->openid(), request_id, reason);
+      LogRpc(status, service_->clock_.Now() - start_, request_->openid(), tags_, upstream);
     }
     Finish(status);  // last use of `this` here: OnDone may run at once
   }
@@ -100,6 +141,7 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
   const PalmAuthorizationService* const service_;
   const palmgate::internal::wire::GetAuthorizationRequest* const request_;
   palmgate::v1::Authorization* const response_;
+  const RpcTags tags_;
   const absl::Time start_;
   std::atomic<int> refs_{2};  // Start and OnDone
   absl::Mutex mu_;
@@ -125,13 +167,15 @@ grpc::ServerUnaryReactor* PalmAuthorizationService::HandleGetAuthorization(
     grpc::CallbackServerContext* context, const palmgate::internal::wire::GetAuthorizationRequest* request,
     palmgate::v1::Authorization* response) {
   const absl::Time start = clock_.Now();
+  RpcTags tags = TagsOf(context);
   std::vector<absl::Status> problems = ValidateRequest(request->openid(), request->organization_id());
   if (!problems.empty()) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     grpc::Status status = ToGrpcStatus(problems.front(), std::vector<absl::Status>(problems.begin() + 1, problems.end()));
     if (options_.log_rpcs) {
-      LogRpc(status, clock_.Now() - start, request->openid(), "",
-             wechatpay::ReasonName(wechatpay::GetReason(problems.front())));
+      UpstreamTags upstream;
+      upstream.reason = std::string(wechatpay::ReasonName(wechatpay::GetReason(problems.front())));
+      LogRpc(status, clock_.Now() - start, request->openid(), tags, upstream);
     }
     reactor->Finish(status);
     return reactor;
@@ -143,7 +187,7 @@ grpc::ServerUnaryReactor* PalmAuthorizationService::HandleGetAuthorization(
   } else {
     deadline = clock_.Now() + client_->options().max_timeout;
   }
-  auto* reactor = new Reactor(this, request, response);
+  auto* reactor = new Reactor(this, request, response, std::move(tags));
   reactor->Start(deadline);
   return reactor;
 }
