@@ -359,10 +359,13 @@ TEST_F(PalmServiceSandboxTest, ManyConcurrentCallsShareTheLoop) {
     client.GetAuthorization(i % 2 ? "o-on" : "o-off", "1004", absl::Now() + absl::Seconds(20),
                             [&promises, i](absl::StatusOr<AuthorizationResult> r) { promises[i].set_value(std::move(r)); });
   }
+  // Wait for every callback before checking any: an early ASSERT return would destroy the promises
+  // (and the client) while calls are still finishing on the transport's loop thread.
+  std::vector<absl::StatusOr<AuthorizationResult>> results;
+  for (int i = 0; i < kCalls; ++i) results.push_back(promises[i].get_future().get());
   for (int i = 0; i < kCalls; ++i) {
-    auto r = promises[i].get_future().get();
-    ASSERT_THAT(r, IsOk()) << i;
-    EXPECT_EQ(r->state, i % 2 ? "AUTHORIZATION_STATE_ON" : "AUTHORIZATION_STATE_OFF");
+    ASSERT_THAT(results[i], IsOk()) << i;
+    EXPECT_EQ(results[i]->state, i % 2 ? "AUTHORIZATION_STATE_ON" : "AUTHORIZATION_STATE_OFF");
   }
 }
 
