@@ -2,6 +2,9 @@
 
 #include <curl/curl.h>
 #include <openssl/opensslv.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <deque>
@@ -9,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -123,7 +127,20 @@ struct Transfer {
 
 class CurlTransport::Loop {
  public:
+  // Event-driven (curl_multi_socket_action over epoll): each wakeup costs
+  // work for the sockets that are ready, not for every transfer in flight, so
+  // thousands of slow transfers cost no more per request than a few.
   Loop(Options options, CurlMultiPtr multi) : options_(std::move(options)), multi_(std::move(multi)) {
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd_;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+    curl_multi_setopt(multi_.get(), CURLMOPT_SOCKETFUNCTION, &Loop::OnSocket);
+    curl_multi_setopt(multi_.get(), CURLMOPT_SOCKETDATA, this);
+    curl_multi_setopt(multi_.get(), CURLMOPT_TIMERFUNCTION, &Loop::OnTimer);
+    curl_multi_setopt(multi_.get(), CURLMOPT_TIMERDATA, this);
     thread_ = std::thread([this] { Run(); });
   }
 
@@ -132,8 +149,11 @@ class CurlTransport::Loop {
       absl::MutexLock lock(&mu_);
       stop_ = true;
     }
-    curl_multi_wakeup(multi_.get());
+    Wake();
     thread_.join();
+    multi_.reset();  // before the descriptors its callbacks use
+    ::close(wake_fd_);
+    ::close(epoll_fd_);
   }
 
   TransferId Submit(HttpRequest request, Callback done) {
@@ -148,7 +168,7 @@ class CurlTransport::Loop {
       submitted_.push_back(std::move(t));
     }
     in_flight_.fetch_add(1, std::memory_order_relaxed);
-    curl_multi_wakeup(multi_.get());
+    Wake();
     return id;
   }
 
@@ -157,7 +177,7 @@ class CurlTransport::Loop {
       absl::MutexLock lock(&mu_);
       cancelled_.push_back(id);
     }
-    curl_multi_wakeup(multi_.get());
+    Wake();
   }
 
   void Schedule(absl::Duration delay, absl::AnyInvocable<void() &&> fn) {
@@ -165,12 +185,60 @@ class CurlTransport::Loop {
       absl::MutexLock lock(&mu_);
       timers_.emplace(absl::Now() + delay, next_timer_++, std::move(fn));
     }
-    curl_multi_wakeup(multi_.get());
+    Wake();
   }
 
   int64_t InFlight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
+  void Wake() {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
+
+  // CURLMOPT_SOCKETFUNCTION: keeps the epoll set equal to what curl waits for.
+  static int OnSocket(CURL* /*easy*/, curl_socket_t fd, int what, void* self, void* /*socketp*/) {
+    auto* loop = static_cast<Loop*>(self);
+    if (what == CURL_POLL_REMOVE) {
+      epoll_ctl(loop->epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      loop->watched_.erase(fd);
+      return 0;
+    }
+    epoll_event ev{};
+    ev.events = (what == CURL_POLL_IN || what == CURL_POLL_INOUT ? EPOLLIN : 0u) |
+                (what == CURL_POLL_OUT || what == CURL_POLL_INOUT ? EPOLLOUT : 0u);
+    ev.data.fd = fd;
+    const bool known = loop->watched_.count(fd) != 0;
+    // A descriptor closed and reused behind our back: fall back to the other operation.
+    if (epoll_ctl(loop->epoll_fd_, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0) {
+      epoll_ctl(loop->epoll_fd_, known ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+    }
+    loop->watched_.insert(fd);
+    return 0;
+  }
+
+  // CURLMOPT_TIMERFUNCTION: when curl wants CURL_SOCKET_TIMEOUT (-1: never).
+  static int OnTimer(CURLM* /*multi*/, long timeout_ms, void* self) {  // NOLINT(runtime/int): curl's type
+    auto* loop = static_cast<Loop*>(self);
+    loop->curl_due_ = timeout_ms < 0 ? absl::InfiniteFuture() : absl::Now() + absl::Milliseconds(timeout_ms);
+    return 0;
+  }
+
+  void ReadDone() {
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      Transfer* raw = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &raw);
+      CURLcode result = msg->data.result;
+      curl_multi_remove_handle(multi_.get(), msg->easy_handle);
+      auto it = running_.find(raw->id);
+      std::unique_ptr<Transfer> t = std::move(it->second);
+      running_.erase(it);
+      Complete(std::move(t), result);
+    }
+  }
+
   // Runs the timers due at `now` (all of them when `all`); returns the time
   // until the next one (or a second).
   absl::Duration RunTimers(bool all) {
@@ -211,23 +279,33 @@ class CurlTransport::Loop {
       }
       if (stop) break;
       int still_running = 0;
-      curl_multi_perform(multi_.get(), &still_running);
-      int queued = 0;
-      while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &queued)) {
-        if (msg->msg != CURLMSG_DONE) continue;
-        Transfer* raw = nullptr;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &raw);
-        CURLcode result = msg->data.result;
-        curl_multi_remove_handle(multi_.get(), msg->easy_handle);
-        auto it = running_.find(raw->id);
-        std::unique_ptr<Transfer> t = std::move(it->second);
-        running_.erase(it);
-        Complete(std::move(t), result);
+      if (absl::Now() >= curl_due_) {
+        curl_due_ = absl::InfiniteFuture();
+        curl_multi_socket_action(multi_.get(), CURL_SOCKET_TIMEOUT, 0, &still_running);
       }
-      // Waits for socket activity, curl's own timers, a wakeup, or our next timer.
+      ReadDone();
+      // Waits for socket activity, curl's own timer, a wakeup, or our next timer.
+      absl::Duration wait = std::min(next_timer, curl_due_ - absl::Now());
+      {
+        absl::MutexLock lock(&mu_);
+        if (!submitted_.empty() || !cancelled_.empty() || stop_) wait = absl::ZeroDuration();
+      }
       const int wait_ms = static_cast<int>(
-          std::clamp<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(next_timer, absl::Milliseconds(1))), 0, 1000));
-      curl_multi_poll(multi_.get(), nullptr, 0, wait_ms, nullptr);
+          std::clamp<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(wait, absl::Milliseconds(1))), 0, 1000));
+      epoll_event events[256];
+      const int n = epoll_wait(epoll_fd_, events, 256, wait_ms);
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.fd == wake_fd_) {
+          uint64_t count;
+          [[maybe_unused]] ssize_t r = ::read(wake_fd_, &count, sizeof(count));
+          continue;
+        }
+        const int flags = ((events[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                          ((events[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                          ((events[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(multi_.get(), events[i].data.fd, flags, &still_running);
+      }
+      ReadDone();
     }
     // Shutting down: nothing may be left without an answer. Callbacks may
     // schedule or send more; repeat until nothing is left.
@@ -345,6 +423,11 @@ class CurlTransport::Loop {
 
   const Options options_;
   CurlMultiPtr multi_;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  // Touched by the loop thread only (curl calls OnSocket/OnTimer from socket_action on it).
+  std::unordered_set<int> watched_;
+  absl::Time curl_due_ = absl::InfiniteFuture();
   std::thread thread_;
   std::atomic<int64_t> in_flight_{0};
   // Touched by the loop thread only.
@@ -372,6 +455,11 @@ absl::StatusOr<std::unique_ptr<CurlTransport>> CurlTransport::Create(Options opt
   CurlMultiPtr multi(curl_multi_init());
   if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
   curl_multi_setopt(multi.get(), CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+  // libcurl's default cache keeps 4 x the transfers *currently* running: after
+  // a burst it closes connections that the next burst must open again (TCP and
+  // TLS handshakes). Keep what was opened; idle ones still retire after
+  // max_idle_connection_age.
+  curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, static_cast<long>(options.max_cached_connections));
   return std::unique_ptr<CurlTransport>(new CurlTransport(std::make_unique<Loop>(std::move(options), std::move(multi))));
 }
 

@@ -44,6 +44,8 @@ class CurlTransport final : public HttpTransport {
     std::string proxy;
     // Allow HTTP/2 (over TLS, negotiated by ALPN).
     bool http2 = true;
+    // Connections kept for reuse (HTTP/1.1 needs one per transfer in flight).
+    int max_cached_connections = 4096;
   };
 
   // Starts the event-loop thread. kInternal if libcurl cannot be initialised.
