@@ -1,4 +1,4 @@
-// palmgate-bench: the load generator behind scripts/bench (bench/README.md).
+// palmgate-bench: the load generator behind scripts/bench (results and method: bench/RESULTS.md).
 //
 // Drives the real `palmgate` binary against a real `palmgate-sandbox` over
 // loopback (HTTPS upstream by default, --http for plain HTTP) with gRPC's
