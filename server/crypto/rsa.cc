@@ -154,7 +154,7 @@ absl::StatusOr<RsaPrivateKey> RsaPrivateKey::FromPem(absl::string_view pem) {
       return absl::InvalidArgumentError("expected a PEM private key, found a public key");
     }
     return absl::InvalidArgumentError(
-        "no PEM private key found (expected PKCS#8 \"BEGIN PRIVATE KEY\" or PKCS#1 \"BEGIN RSA PRIVATE KEY\")");
+        "no PEM private key found (expected an unencrypted PKCS#8 or PKCS#1 RSA key, like apiclient_key.pem)");
   }
   PALMGATE_RETURN_IF_ERROR(CheckRsa2048(key.get(), "private key"));
   return RsaPrivateKey(Share(std::move(key)));

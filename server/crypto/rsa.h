@@ -61,8 +61,8 @@ class RsaPublicKey {
 // thread-safe.
 class RsaPrivateKey {
  public:
-  // Parses a PEM private key, PKCS#8 (`BEGIN PRIVATE KEY`, the form of
-  // WeChat Pay's apiclient_key.pem) or PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+  // Parses a PEM private key: PKCS#8 (the form of WeChat Pay's
+  // apiclient_key.pem) or PKCS#1 (the traditional "RSA" PEM label).
   // kInvalidArgument when the text holds no private key, when the key is not
   // RSA, or when its modulus is not 2048 bits. Messages never include key bytes.
   static absl::StatusOr<RsaPrivateKey> FromPem(absl::string_view pem);
