@@ -110,18 +110,7 @@ class OpsProcessTest : public ::testing::Test {
   void StartGateway(const std::vector<std::string>& flags, std::vector<std::string> env = {}) {
     auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
     ASSERT_THAT(merchant, IsOk());
-    const std::string keys = sandbox_->keys_dir();
-    std::vector<std::string> base = {
-        "PALMGATE_LISTEN=127.0.0.1:0",
-        "PALMGATE_MCHID=" + merchant->mchid(),
-        "PALMGATE_MERCHANT_SERIAL=" + merchant->merchant_serial(),
-        "PALMGATE_MERCHANT_PRIVATE_KEY=" + keys + "/apiclient_key.pem",
-        "PALMGATE_WECHATPAY_PUBLIC_KEY=" + keys + "/pub_key.pem",
-        "PALMGATE_WECHATPAY_PUBLIC_KEY_ID=" + merchant->public_key_id(),
-        "PALMGATE_PLATFORM_CERTIFICATES=" + keys + "/platform_cert.pem",
-        "PALMGATE_UPSTREAM=" + sandbox_->base_url(),
-        "PALMGATE_UPSTREAM_CA=" + sandbox_->ca_cert_path(),
-    };
+    std::vector<std::string> base = testing::GatewayEnvironmentFor(*sandbox_, *merchant);
     env.insert(env.begin(), base.begin(), base.end());
     std::vector<std::string> args = {PALMGATE_GATEWAY_BINARY};
     args.insert(args.end(), flags.begin(), flags.end());

@@ -162,4 +162,19 @@ absl::Status SandboxMerchant::VerifyResponse(const TestHttpResponse& response) c
   return absl::OkStatus();
 }
 
+std::vector<std::string> GatewayEnvironmentFor(const SandboxProcess& sandbox, const SandboxMerchant& merchant) {
+  const std::string keys = sandbox.keys_dir();
+  return {
+      "PALMGATE_LISTEN=127.0.0.1:0",
+      "PALMGATE_MCHID=" + merchant.mchid(),
+      "PALMGATE_MERCHANT_SERIAL=" + merchant.merchant_serial(),
+      "PALMGATE_MERCHANT_PRIVATE_KEY=" + keys + "/apiclient_key.pem",
+      "PALMGATE_WECHATPAY_PUBLIC_KEY=" + keys + "/pub_key.pem",
+      "PALMGATE_WECHATPAY_PUBLIC_KEY_ID=" + merchant.public_key_id(),
+      "PALMGATE_PLATFORM_CERTIFICATES=" + keys + "/platform_cert.pem",
+      "PALMGATE_UPSTREAM=" + sandbox.base_url(),
+      "PALMGATE_UPSTREAM_CA=" + sandbox.ca_cert_path(),
+  };
+}
+
 }  // namespace palmgate::testing

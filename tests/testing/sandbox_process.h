@@ -143,6 +143,11 @@ class SandboxMerchant {
   crypto::RsaPublicKey public_key_;
 };
 
+// Returns the PALMGATE_* environment ("NAME=value") that points a palmgate
+// binary at `sandbox`: listen on 127.0.0.1:0, the merchant key, the WeChat Pay
+// public key and the platform certificate of its key directory, its URL and CA.
+std::vector<std::string> GatewayEnvironmentFor(const SandboxProcess& sandbox, const SandboxMerchant& merchant);
+
 }  // namespace palmgate::testing
 
 #endif  // PALMGATE_TESTS_TESTING_SANDBOX_PROCESS_H_
