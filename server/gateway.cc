@@ -154,6 +154,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   }
   if (config.upstream_attempt_timeout < absl::ZeroDuration()) return Setting("upstream_attempt_timeout", "must not be negative");
   if (config.upstream_max_idle <= absl::ZeroDuration()) return Setting("upstream_max_idle", "must be positive");
+  if (config.upstream_max_connections < 0) return Setting("upstream_max_connections", "must not be negative");
   if (config.upstream_timeout <= absl::ZeroDuration()) return Setting("upstream_timeout", "must be positive");
   if (config.clock_skew <= absl::ZeroDuration()) return Setting("clock_skew", "must be positive");
   PALMGATE_ASSIGN_OR_RETURN(KeyMaterial material, LoadKeyMaterial(config, clock));
@@ -168,6 +169,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   topts.ca_file = config.upstream_ca;
   topts.proxy = config.proxy;
   topts.max_idle_connection_age = config.upstream_max_idle;
+  topts.max_connections = config.upstream_max_connections;
   auto transport = wechatpay::CurlTransport::Create(topts);
   if (!transport.ok()) return transport.status();
 

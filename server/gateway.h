@@ -38,6 +38,7 @@ struct GatewayConfig {
   int upstream_attempts = 3;
   absl::Duration upstream_attempt_timeout = absl::ZeroDuration();  // zero: upstream_timeout
   absl::Duration upstream_max_idle = absl::Seconds(7);             // below WeChat Pay's 8 s keep-alive
+  int upstream_max_connections = 512;                               // open at once; 0: no limit
   std::string upstream_ca;            // PEM bundle; empty: system CAs
   std::string proxy;                  // empty: HTTPS_PROXY/NO_PROXY from the environment
   absl::Duration upstream_timeout = absl::Seconds(10);

@@ -49,10 +49,11 @@ class RsaPublicKey {
   EVP_PKEY* get() const { return key_.get(); }
 
  private:
-  explicit RsaPublicKey(std::shared_ptr<EVP_PKEY> key) : key_(std::move(key)) {}
+  explicit RsaPublicKey(std::shared_ptr<EVP_PKEY> key);
   friend class RsaPrivateKey;
   friend class Certificate;
   std::shared_ptr<EVP_PKEY> key_;
+  std::shared_ptr<const EVP_MD_CTX> verify_template_;  // see InitDigestContext in rsa.cc; may be null
 };
 
 // RsaPrivateKey
@@ -82,8 +83,9 @@ class RsaPrivateKey {
   EVP_PKEY* get() const { return key_.get(); }
 
  private:
-  explicit RsaPrivateKey(std::shared_ptr<EVP_PKEY> key) : key_(std::move(key)) {}
+  explicit RsaPrivateKey(std::shared_ptr<EVP_PKEY> key);
   std::shared_ptr<EVP_PKEY> key_;
+  std::shared_ptr<const EVP_MD_CTX> sign_template_;  // see InitDigestContext in rsa.cc; may be null
 };
 
 // Certificate

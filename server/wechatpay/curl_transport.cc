@@ -28,6 +28,7 @@ namespace {
 
 constexpr char kVersion[] = "0.1.0";
 constexpr size_t kMaxHeaderBytes = 64 * 1024;
+constexpr absl::Duration kDeadlineGrace = absl::Milliseconds(5);
 
 struct CurlEasyDeleter {
   void operator()(CURL* h) const { curl_easy_cleanup(h); }
@@ -93,6 +94,9 @@ struct Transfer {
   CurlPtr easy;
   CurlHeaders headers;
   HttpResponse response;
+  // When the loop gives up on it: libcurl does not time out a transfer still
+  // waiting for a free connection (CURLMOPT_MAX_TOTAL_CONNECTIONS).
+  absl::Time deadline = absl::InfiniteFuture();
   size_t header_bytes = 0;
   size_t max_body = 0;
   bool body_too_large = false;
@@ -243,6 +247,7 @@ class CurlTransport::Loop {
       auto it = running_.find(raw->id);
       std::unique_ptr<Transfer> t = std::move(it->second);
       running_.erase(it);
+      deadlines_.erase({t->deadline, t->id});
       Complete(std::move(t), result);
     }
   }
@@ -281,6 +286,7 @@ class CurlTransport::Loop {
         auto it = running_.find(id);
         if (it == running_.end()) continue;
         curl_multi_remove_handle(multi_.get(), it->second->easy.get());
+        deadlines_.erase({it->second->deadline, id});
         Finish(std::move(it->second), TransportError(absl::StatusCode::kCancelled, ErrorReason::kCancelled,
                                                      "upstream: call cancelled"));
         running_.erase(it);
@@ -292,8 +298,10 @@ class CurlTransport::Loop {
         curl_multi_socket_action(multi_.get(), CURL_SOCKET_TIMEOUT, 0, &still_running);
       }
       ReadDone();
-      // Waits for socket activity, curl's own timer, a wakeup, or our next timer.
+      ExpireOverdue();
+      // Waits for socket activity, curl's own timer, a wakeup, our next timer or transfer deadline.
       absl::Duration wait = std::min(next_timer, curl_due_ - absl::Now());
+      if (!deadlines_.empty()) wait = std::min(wait, deadlines_.begin()->first - absl::Now());
       {
         absl::MutexLock lock(&mu_);
         if (!submitted_.empty() || !cancelled_.empty() || stop_) wait = absl::ZeroDuration();
@@ -325,6 +333,7 @@ class CurlTransport::Loop {
                                             "upstream: transport shutting down"));
       }
       running_.clear();
+      deadlines_.clear();
       std::deque<std::unique_ptr<Transfer>> late;
       {
         absl::MutexLock lock(&mu_);
@@ -394,7 +403,27 @@ class CurlTransport::Loop {
       return;
     }
     TransferId id = t->id;
+    // A little after curl's own timeout, which names what was going on when it fires.
+    t->deadline = absl::Now() + absl::Milliseconds(timeout_ms) + kDeadlineGrace;
+    deadlines_.emplace(t->deadline, id);
     running_.emplace(id, std::move(t));
+  }
+
+  // Ends the transfers past their deadline that curl has not ended: the ones
+  // still queued for a connection.
+  void ExpireOverdue() {
+    const absl::Time now = absl::Now();
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      const TransferId id = deadlines_.begin()->second;
+      deadlines_.erase(deadlines_.begin());
+      auto it = running_.find(id);
+      if (it == running_.end()) continue;
+      std::unique_ptr<Transfer> t = std::move(it->second);
+      running_.erase(it);
+      curl_multi_remove_handle(multi_.get(), t->easy.get());
+      Finish(std::move(t), TransportError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
+                                          "upstream: timed out (no connection became free in time)"));
+    }
   }
 
   void Complete(std::unique_ptr<Transfer> t, CURLcode result) {
@@ -443,6 +472,7 @@ class CurlTransport::Loop {
   std::atomic<int64_t> in_flight_{0};
   // Touched by the loop thread only.
   std::map<TransferId, std::unique_ptr<Transfer>> running_;
+  std::set<std::pair<absl::Time, TransferId>> deadlines_;  // of the transfers in running_
 
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
@@ -471,6 +501,7 @@ absl::StatusOr<std::unique_ptr<CurlTransport>> CurlTransport::Create(Options opt
   // TLS handshakes). Keep what was opened; idle ones still retire after
   // max_idle_connection_age.
   curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, static_cast<long>(options.max_cached_connections));
+  curl_multi_setopt(multi.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS, static_cast<long>(std::max(0, options.max_connections)));
   return std::unique_ptr<CurlTransport>(new CurlTransport(std::make_unique<Loop>(std::move(options), std::move(multi))));
 }
 

@@ -56,7 +56,8 @@ constexpr char kSeed[] = R"({"users":[
   {"openid":"f-html","organization_id":"1004","fault":"html_error"},
   {"openid":"f-drop","organization_id":"1004","fault":"drop"},
   {"openid":"f-huge","organization_id":"1004","fault":"huge_body=1048576"},
-  {"openid":"f-slow","organization_id":"1004","fault":"latency=5000"}
+  {"openid":"f-slow","organization_id":"1004","fault":"latency=5000"},
+  {"openid":"f-200ms","organization_id":"1004","state":"AUTHORIZATION_STATE_ON","fault":"latency=200"}
 ]})";
 
 // One sandbox per suite (processes are cheap, but keygen costs RSA key generation).
@@ -367,6 +368,62 @@ TEST_F(PalmServiceSandboxTest, ManyConcurrentCallsShareTheLoop) {
     ASSERT_THAT(results[i], IsOk()) << i;
     EXPECT_EQ(results[i]->state, i % 2 ? "AUTHORIZATION_STATE_ON" : "AUTHORIZATION_STATE_OFF");
   }
+}
+
+// Starts `count` calls for `openid` at once through `client` and waits for all of them.
+std::vector<absl::StatusOr<AuthorizationResult>> RunConcurrently(PalmServiceClient& client, const std::string& openid,
+                                                                 int count, absl::Duration timeout) {
+  std::vector<std::promise<absl::StatusOr<AuthorizationResult>>> promises(count);
+  for (int i = 0; i < count; ++i) {
+    client.GetAuthorization(openid, "1004", absl::Now() + timeout,
+                            [&promises, i](absl::StatusOr<AuthorizationResult> r) { promises[i].set_value(std::move(r)); });
+  }
+  std::vector<absl::StatusOr<AuthorizationResult>> results;
+  for (int i = 0; i < count; ++i) results.push_back(promises[i].get_future().get());
+  return results;
+}
+
+TEST_F(PalmServiceSandboxTest, ConnectionCapQueuesTransfers) {
+  CurlTransport::Options topts;
+  topts.max_connections = 2;
+  auto transport = CurlTransport::Create(topts);
+  ASSERT_THAT(transport, IsOk());
+  SwappableKeyStore keys(Ring(Mode::kPublicKey));
+  PalmServiceClient::Options options;
+  options.base_url = http_->base_url();
+  PalmServiceClient client(options, MerchantCredential(), &keys, transport->get(), SystemClock::Get());
+  // Six 200 ms answers over at most two connections: three rounds, so at least 600 ms
+  // (without the cap all six run at once and take ~200 ms).
+  const absl::Time start = absl::Now();
+  auto results = RunConcurrently(client, "f-200ms", 6, absl::Seconds(20));
+  const absl::Duration elapsed = absl::Now() - start;
+  for (const auto& r : results) {
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->state, "AUTHORIZATION_STATE_ON");
+  }
+  EXPECT_GE(elapsed, absl::Milliseconds(600));
+}
+
+TEST_F(PalmServiceSandboxTest, QueuedTransferKeepsItsDeadline) {
+  CurlTransport::Options topts;
+  topts.max_connections = 1;
+  auto transport = CurlTransport::Create(topts);
+  ASSERT_THAT(transport, IsOk());
+  SwappableKeyStore keys(Ring(Mode::kPublicKey));
+  PalmServiceClient::Options options;
+  options.base_url = http_->base_url();
+  options.max_attempts = 1;
+  PalmServiceClient client(options, MerchantCredential(), &keys, transport->get(), SystemClock::Get());
+  // The only connection is held by a 5 s answer; the queued call must still end at its own 300 ms deadline.
+  std::promise<absl::StatusOr<AuthorizationResult>> slow;
+  TransferId slow_id = client.GetAuthorization("f-slow", "1004", absl::Now() + absl::Seconds(30),
+                                               [&slow](absl::StatusOr<AuthorizationResult> r) { slow.set_value(std::move(r)); });
+  const absl::Time start = absl::Now();
+  auto queued = RunConcurrently(client, "o-on", 1, absl::Milliseconds(300));
+  EXPECT_THAT(queued[0], StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  client.Cancel(slow_id);
+  EXPECT_THAT(slow.get_future().get(), StatusIs(absl::StatusCode::kCancelled));
 }
 
 }  // namespace

@@ -90,6 +90,7 @@ TEST_F(GatewayConfigTest, EachMistakeNamesItsSetting) {
       {"--upstream_backup", [](GatewayConfig& c) { c.upstream_backup = "api2.mch.weixin.qq.com"; }},
       {"--upstream_attempts", [](GatewayConfig& c) { c.upstream_attempts = 0; }},
       {"--upstream_max_idle", [](GatewayConfig& c) { c.upstream_max_idle = absl::ZeroDuration(); }},
+      {"--upstream_max_connections", [](GatewayConfig& c) { c.upstream_max_connections = -1; }},
   };
   for (const Case& c : cases) {
     GatewayConfig config = Valid();
