@@ -26,7 +26,10 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/opensslv.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +55,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -585,8 +589,28 @@ std::unique_ptr<ListeningProcess> StartSandbox(const Setup& setup, int latency_m
   return *std::move(p);
 }
 
+// A loopback port free right now (for the gateway's --metrics_listen; the
+// gateway's own log names the port only at --log_level=info).
+int FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  if (fd >= 0) ::close(fd);
+  return port;
+}
+
+// Starts the gateway; `metrics_url` receives its /metrics base URL.
 std::unique_ptr<ListeningProcess> StartGateway(const Setup& setup, const std::string& upstream,
-                                               const std::vector<std::string>& extra) {
+                                               const std::vector<std::string>& extra, std::string* metrics_url) {
+  const std::string metrics_address = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  *metrics_url = "http://" + metrics_address;
   auto merchant = palmgate::testing::SandboxMerchant::Load(setup.keys);
   if (!merchant.ok()) {
     std::cerr << "bench: " << merchant.status() << std::endl;
@@ -601,7 +625,8 @@ std::unique_ptr<ListeningProcess> StartGateway(const Setup& setup, const std::st
                                    "--wechatpay_public_key_id=" + merchant->public_key_id(),
                                    "--upstream=" + upstream,
                                    "--upstream_ca=" + setup.keys + "/ca_cert.pem",
-                                   "--key_reload_interval=0"};
+                                   "--key_reload_interval=0",
+                                   "--metrics_listen=" + metrics_address};
   for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_gateway_flags), ',', absl::SkipEmpty())) {
     args.emplace_back(f);
   }
@@ -612,6 +637,31 @@ std::unique_ptr<ListeningProcess> StartGateway(const Setup& setup, const std::st
     std::exit(2);
   }
   return *std::move(p);
+}
+
+
+// The gateway's own account of its request signing (palmgate_signatures_total,
+// palmgate_signing_cpu_seconds_total): the RSA part of its CPU, measured inside it.
+struct SigningSample {
+  double signatures = 0;
+  double cpu_s = 0;
+};
+
+SigningSample ScrapeSigning(const std::string& metrics_url) {
+  SigningSample sample;
+  if (metrics_url.empty()) return sample;
+  palmgate::testing::TestHttpRequest req;
+  req.target = "/metrics";
+  auto r = palmgate::testing::HttpFetch(metrics_url, req);
+  if (!r.ok() || r->status != 200) return sample;
+  for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
+    auto value = [&line](absl::string_view name) { return std::stod(std::string(line.substr(name.size()))); };
+    if (absl::StartsWith(line, "palmgate_signatures_total ")) sample.signatures = value("palmgate_signatures_total ");
+    if (absl::StartsWith(line, "palmgate_signing_cpu_seconds_total ")) {
+      sample.cpu_s = value("palmgate_signing_cpu_seconds_total ");
+    }
+  }
+  return sample;
 }
 
 int64_t SandboxRequests(const Setup& setup, const std::string& base_url) {
@@ -633,6 +683,8 @@ struct Row {
   int64_t rpcs = 0;
   int64_t errors = 0;
   double gateway_cpu_us = 0;  // per RPC
+  double gateway_sign_us = 0;  // the gateway's own signing CPU per signature (its metrics)
+  double gateway_other_us = 0;  // gateway CPU per RPC minus its signing CPU per RPC
   double sandbox_cpu_us = 0;  // per RPC
   Floor floor;
   int peak_threads = 0;
@@ -649,6 +701,7 @@ struct Measured {
   Recorder recorder;
   ProcSample gw0, gw1, sb0, sb1;
   int64_t upstream0 = 0, upstream1 = 0;
+  SigningSample sign0, sign1;
   int64_t t0 = 0, t1 = 0;
 };
 
@@ -669,7 +722,7 @@ class Bench {
     row.name = name;
     row.floor = MeasureFloorNow();
     auto sandbox = StartSandbox(setup_, latency_ms);
-    auto gateway = StartGateway(setup_, sandbox->address(), gateway_flags);
+    auto gateway = StartGateway(setup_, sandbox->address(), gateway_flags, &gateway_metrics_url_);
     GatewayTarget target(gateway->address(), absl::GetFlag(FLAGS_channels));
     KeyPicker picker(static_cast<int>(setup_.users.size()), zipf_s);
     Measured m;
@@ -709,7 +762,7 @@ class Bench {
       row.errors += recorder.errors();
       for (auto& e : recorder.error_samples()) row.error_samples.push_back("direct: " + e);
     }
-    auto gateway = StartGateway(setup_, sandbox->address(), {kNoCoalescing});
+    auto gateway = StartGateway(setup_, sandbox->address(), {kNoCoalescing}, &gateway_metrics_url_);
     GatewayTarget target(gateway->address(), absl::GetFlag(FLAGS_channels));
     Measured m;
     {
@@ -749,6 +802,7 @@ class Bench {
     (start ? m.sb0 : m.sb1) = ReadProc(sb);
     if (!start) m.recorder.Close(m.t1);
     (start ? m.upstream0 : m.upstream1) = SandboxRequests(setup_, sandbox_url);
+    (start ? m.sign0 : m.sign1) = ScrapeSigning(gateway_metrics_url_);
   }
 
   void Fill(Row& row, Measured& m) {
@@ -765,25 +819,32 @@ class Bench {
       row.sandbox_cpu_us = (m.sb1.cpu_s - m.sb0.cpu_s) * 1e6 / static_cast<double>(row.rpcs);
       // The stats request itself is not counted by the sandbox (admin endpoint).
       row.upstream_per_rpc = static_cast<double>(m.upstream1 - m.upstream0) / static_cast<double>(row.rpcs);
+      const double signatures = m.sign1.signatures - m.sign0.signatures;
+      if (signatures > 0) {
+        row.gateway_sign_us = (m.sign1.cpu_s - m.sign0.cpu_s) * 1e6 / signatures;
+        row.gateway_other_us = row.gateway_cpu_us - (m.sign1.cpu_s - m.sign0.cpu_s) * 1e6 / static_cast<double>(row.rpcs);
+      }
     }
   }
 
   Setup setup_;
+  std::string gateway_metrics_url_;  // of the gateway of the scenario running
 };
 
 std::string Fmt(double v, int decimals = 1) { return absl::StrFormat("%.*f", decimals, v); }
 
 void PrintHeader() {
-  std::printf("%-15s %9s %8s %8s %9s %7s %9s %9s %7s %9s %8s %7s %8s  %s\n", "scenario", "req/s", "p50 ms", "p99 ms",
-              "p99.9 ms", "errors", "gw us/rpc", "floor us", "ratio", "sbx us/rpc", "rss MB", "threads", "up/rpc",
-              "notes");
+  std::printf("%-15s %9s %8s %8s %9s %7s %9s %9s %7s %8s %8s %9s %8s %7s %8s  %s\n", "scenario", "req/s", "p50 ms",
+              "p99 ms", "p99.9 ms", "errors", "gw us/rpc", "floor us", "ratio", "gw sign", "gw other", "sbx us/rpc",
+              "rss MB", "threads", "up/rpc", "notes");
 }
 
 void PrintRow(const Row& r, const std::string& notes) {
-  std::printf("%-15s %9s %8s %8s %9s %7lld %9s %9s %6sx %9s %8s %7d %8s  %s\n", r.name.c_str(), Fmt(r.rps, 0).c_str(),
-              Fmt(r.p50_ms, 2).c_str(), Fmt(r.p99_ms, 2).c_str(), Fmt(r.p999_ms, 2).c_str(),
+  std::printf("%-15s %9s %8s %8s %9s %7lld %9s %9s %6sx %8s %8s %9s %8s %7d %8s  %s\n", r.name.c_str(),
+              Fmt(r.rps, 0).c_str(), Fmt(r.p50_ms, 2).c_str(), Fmt(r.p99_ms, 2).c_str(), Fmt(r.p999_ms, 2).c_str(),
               static_cast<long long>(r.errors), Fmt(r.gateway_cpu_us).c_str(), Fmt(r.floor.total_us()).c_str(),
-              Fmt(r.ratio(), 2).c_str(), Fmt(r.sandbox_cpu_us).c_str(), Fmt(r.peak_rss_mb).c_str(), r.peak_threads,
+              Fmt(r.ratio(), 2).c_str(), Fmt(r.gateway_sign_us).c_str(), Fmt(r.gateway_other_us).c_str(),
+              Fmt(r.sandbox_cpu_us).c_str(), Fmt(r.peak_rss_mb).c_str(), r.peak_threads,
               Fmt(r.upstream_per_rpc, 3).c_str(), notes.c_str());
   std::fflush(stdout);
 }
@@ -802,6 +863,8 @@ nlohmann::json ToJson(const Row& r) {
                       {"floor_verify_us", r.floor.verify_us},
                       {"floor_us", r.floor.total_us()},
                       {"cpu_ratio_to_floor", r.ratio()},
+                      {"gateway_sign_cpu_us_per_signature", r.gateway_sign_us},
+                      {"gateway_other_cpu_us_per_rpc", r.gateway_other_us},
                       {"gateway_peak_threads", r.peak_threads},
                       {"gateway_peak_rss_mb", r.peak_rss_mb},
                       {"upstream_calls_per_rpc", r.upstream_per_rpc},

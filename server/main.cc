@@ -37,6 +37,7 @@
 #include "server/ops/rpc_interceptor.h"
 #include "server/ops/server_credentials.h"
 #include "server/service/palmgate_service.h"
+#include "server/wechatpay/rsa_signer.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address (host:port; port 0 picks one)");
 ABSL_FLAG(std::string, mchid, "", "merchant id (mchid) that signs requests");
@@ -132,6 +133,9 @@ ops::StatsSnapshot Snapshot(const GatewayCore& core, OpsState& state) {
   s.upstream_retries = client.retries;
   s.upstream_failovers = client.failovers;
   s.key_refreshes = client.key_refreshes;
+  const wechatpay::RsaSha256Signer::Totals signing = wechatpay::RsaSha256Signer::ProcessTotals();
+  s.signatures = signing.signatures;
+  s.signing_cpu = signing.cpu;
   s.breaker_open = client.breaker_open;
   if (client.attempts > 0) s.clock_skew = client.last_clock_skew;
   std::shared_ptr<const wechatpay::KeyRing> ring = core.keys->Current();

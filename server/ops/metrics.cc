@@ -102,6 +102,11 @@ class Metrics::StatsCollectable final : public prometheus::Collectable {
     out.push_back(Family("palmgate_key_refreshes_total",
                          "Platform certificate refreshes requested for an unknown Wechatpay-Serial.",
                          MetricType::Counter, static_cast<double>(s.key_refreshes)));
+    out.push_back(Family("palmgate_signatures_total", "Request signatures made (SHA256withRSA, RSA-2048).",
+                         MetricType::Counter, static_cast<double>(s.signatures)));
+    out.push_back(Family("palmgate_signing_cpu_seconds_total",
+                         "CPU time spent making request signatures (most of the gateway's CPU).", MetricType::Counter,
+                         absl::ToDoubleSeconds(s.signing_cpu)));
     out.push_back(Family("palmgate_upstream_breaker_open", "1 while the primary host's circuit breaker is open.",
                          MetricType::Gauge, s.breaker_open ? 1 : 0));
     out.push_back(Family("palmgate_verification_keys", "WeChat Pay verification keys in the key ring.",

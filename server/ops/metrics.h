@@ -46,6 +46,8 @@ struct StatsSnapshot {
   int64_t upstream_retries = 0;
   int64_t upstream_failovers = 0;
   int64_t key_refreshes = 0;          // unknown-serial refreshes requested
+  int64_t signatures = 0;             // request signatures made (RSA-2048)
+  absl::Duration signing_cpu;         // thread CPU time they took
   bool breaker_open = false;
   int64_t verification_keys = 0;
   std::optional<absl::Time> earliest_certificate_expiry;  // none: no certificate in the ring

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/crypto/rsa.h"
 #include "server/wechatpay/signer.h"
 
@@ -30,6 +31,16 @@ class RsaSha256Signer final : public Signer {
   absl::string_view Algorithm() const override { return "SHA256-RSA2048"; }
 
   const crypto::RsaPrivateKey& key() const { return key_; }
+
+  // Signatures made by every RsaSha256Signer of this process (key reloads
+  // included) and the thread CPU time they took: RSA signing is most of the
+  // gateway's CPU, so this is what capacity planning (and the benchmark's
+  // breakdown of CPU per call) needs.
+  struct Totals {
+    int64_t signatures = 0;
+    absl::Duration cpu;
+  };
+  static Totals ProcessTotals();
 
  private:
   const crypto::RsaPrivateKey key_;

@@ -292,6 +292,9 @@ TEST_F(OpsProcessTest, MetricsScrapeShowsRpcsUpstreamVerificationAndKeysWithoutU
   EXPECT_GE(Sample(text, "palmgate_upstream_attempts_total"), 3);
   EXPECT_GE(Sample(text, "palmgate_upstream_retries_total"), 1);  // the 429 is retried
   EXPECT_EQ(Sample(text, "palmgate_upstream_failovers_total"), 0);
+  // Every attempt is signed anew (plus any certificate download); signing costs CPU.
+  EXPECT_GE(Sample(text, "palmgate_signatures_total"), Sample(text, "palmgate_upstream_attempts_total"));
+  EXPECT_GT(Sample(text, "palmgate_signing_cpu_seconds_total"), 0);
   EXPECT_EQ(Sample(text, "palmgate_coalesced_calls_total"), 0);
   EXPECT_EQ(Sample(text, "palmgate_verification_keys"), 2);  // public key + platform certificate
   EXPECT_GT(Sample(text, "palmgate_certificate_expiry_seconds"), 86400);
