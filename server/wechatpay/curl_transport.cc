@@ -101,6 +101,13 @@ struct Transfer {
   size_t max_body = 0;
   bool body_too_large = false;
   bool headers_too_large = false;
+  // Times the request was about to go out. libcurl re-sends a request once,
+  // unchanged, when a reused connection dies before any answer: the same
+  // nonce twice, which WeChat Pay refuses as a replay (401). The second send
+  // is aborted instead, the transfer fails as UNAVAILABLE, and the retry
+  // layer signs a fresh request.
+  int sends = 0;
+  bool resend_refused = false;
   char error[CURL_ERROR_SIZE] = {};
 
   static size_t OnBody(char* data, size_t size, size_t n, void* self) {
@@ -112,6 +119,16 @@ struct Transfer {
     }
     t->response.body.append(data, len);
     return len;
+  }
+
+  // CURLOPT_PREREQFUNCTION: right before each send of the request.
+  static int OnPrereq(void* self, char* /*primary_ip*/, char* /*local_ip*/, int /*primary_port*/, int /*local_port*/) {
+    auto* t = static_cast<Transfer*>(self);
+    if (++t->sends > 1) {
+      t->resend_refused = true;
+      return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
   }
 
   static size_t OnHeader(char* data, size_t size, size_t n, void* self) {
@@ -388,6 +405,8 @@ class CurlTransport::Loop {
     curl_easy_setopt(h, CURLOPT_WRITEDATA, t.get());
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Transfer::OnHeader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, t.get());
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, &Transfer::OnPrereq);
+    curl_easy_setopt(h, CURLOPT_PREREQDATA, t.get());
     if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
     if (!options_.proxy.empty()) curl_easy_setopt(h, CURLOPT_PROXY, options_.proxy.c_str());
     if (t->request.method != "GET") {
@@ -437,6 +456,12 @@ class CurlTransport::Loop {
       Finish(std::move(t), TransportError(absl::StatusCode::kInternal, ErrorReason::kResponseTooLarge,
                                           absl::StrCat("upstream: response headers larger than ", kMaxHeaderBytes,
                                                        " bytes; refused")));
+      return;
+    }
+    if (t->resend_refused) {
+      Finish(std::move(t), TransportError(absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
+                                          "upstream: connection closed before any answer (a signed request is "
+                                          "never sent twice; the retry signs a new one)"));
       return;
     }
     if (result != CURLE_OK) {

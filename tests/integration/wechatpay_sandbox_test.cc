@@ -218,16 +218,8 @@ TEST_F(PalmServiceSandboxTest, EveryFaultHasItsOwnErrorAndNeverSucceeds) {
       {"f-huge", absl::StatusCode::kInternal, ErrorReason::kResponseTooLarge},
   };
   for (const Case& c : cases) {
-    if (absl::string_view(c.openid) == "f-drop") {
-      // libcurl re-sends a request once, unchanged, when a *reused* connection
-      // dies before any answer; the sandbox then rightly refuses the replayed
-      // nonce (401). A fresh pool shows the drop itself: UNAVAILABLE.
-      // (Retries with a fresh signature belong to the retry layer.)
-      CurlTransport::Options topts;
-      auto fresh = CurlTransport::Create(topts);
-      ASSERT_THAT(fresh, IsOk());
-      transport_ = *std::move(fresh);
-    }
+    // f-drop runs on a connection reused from the cases before it: libcurl's
+    // own unchanged re-send (a replayed nonce) must not happen.
     auto r = Query(c.openid);
     EXPECT_THAT(r, StatusIs(c.code)) << c.openid;
     EXPECT_EQ(GetReason(r.status()), c.reason) << c.openid << ": " << r.status();
@@ -381,6 +373,25 @@ std::vector<absl::StatusOr<AuthorizationResult>> RunConcurrently(PalmServiceClie
   std::vector<absl::StatusOr<AuthorizationResult>> results;
   for (int i = 0; i < count; ++i) results.push_back(promises[i].get_future().get());
   return results;
+}
+
+TEST_F(PalmServiceSandboxTest, DroppedReusedConnectionIsRetriedWithFreshSignatures) {
+  ASSERT_THAT(Query("o-on"), IsOk());  // leaves a pooled connection to reuse
+  const size_t before = SandboxRequestCount();
+  auto r = Query("f-drop");  // 3 attempts, each dropped
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(GetReason(r.status()), ErrorReason::kUpstreamUnavailable) << r.status();
+  // Exactly one request per attempt reached the sandbox, none refused as a replayed nonce.
+  auto log = SandboxLog();
+  const nlohmann::json& requests = log.is_array() ? log : log["requests"];
+  int drops = 0, rejected = 0;
+  for (size_t i = before; i < requests.size(); ++i) {
+    if (requests[i].value("openid", "") != "f-drop") continue;
+    ++drops;
+    if (requests[i].value("status", 0) == 401) ++rejected;
+  }
+  EXPECT_EQ(drops, 3);
+  EXPECT_EQ(rejected, 0);
 }
 
 TEST_F(PalmServiceSandboxTest, ConnectionCapQueuesTransfers) {
