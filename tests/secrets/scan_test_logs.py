@@ -113,7 +113,8 @@ class Secrets:
 
 
 def redact(secret):
-    return f"{secret[:4]}…({len(secret)} chars)"
+    """At most a quarter of the secret (and at most 4 characters) is shown."""
+    return f"{secret[:min(4, len(secret) // 4)]}…({len(secret)} chars)"
 
 
 def scan_text(text, secrets, rules, where, findings):
