@@ -1,7 +1,5 @@
 #include "server/gateway.h"
 
-#include <openssl/crypto.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -9,6 +7,7 @@
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/crypto/rsa.h"
+#include "server/crypto/secret.h"
 #include "server/wechatpay/certificates.h"
 #include "server/wechatpay/credential.h"
 #include "server/wechatpay/rsa_signer.h"
@@ -66,10 +65,12 @@ absl::StatusOr<KeyMaterial> LoadKeyMaterial(const GatewayConfig& config, const C
                    "no WeChat Pay verification key: set --wechatpay_public_key with --wechatpay_public_key_id, "
                    "--platform_certificates, or --apiv3_key_file (download platform certificates)");
   }
-  std::string apiv3_key;
+  crypto::SecretString apiv3_key;  // wiped on every return path
   if (!config.apiv3_key_file.empty()) {
-    PALMGATE_ASSIGN_OR_RETURN(apiv3_key, ReadSetting("apiv3_key_file", config.apiv3_key_file));
-    while (!apiv3_key.empty() && absl::ascii_isspace(static_cast<unsigned char>(apiv3_key.back()))) apiv3_key.pop_back();
+    absl::StatusOr<crypto::SecretString> contents = crypto::ReadSecretFile(config.apiv3_key_file);
+    if (!contents.ok()) return Wrap("apiv3_key_file", contents.status());
+    apiv3_key = *std::move(contents);
+    apiv3_key.StripTrailingWhitespace();
     if (apiv3_key.size() != wechatpay::kApiV3KeyBytes) {
       return Setting("apiv3_key_file", absl::StrCat("must hold the ", wechatpay::kApiV3KeyBytes,
                                                     "-byte APIv3 key (found ", apiv3_key.size(), " bytes)"));
@@ -126,9 +127,9 @@ absl::Status ReloadKeys(const GatewayConfig& config, GatewayCore& core, const Cl
     return absl::FailedPreconditionError("--apiv3_key_file: turning certificate download on or off needs a restart");
   }
   if (core.certificates != nullptr) {
-    absl::Status s = core.certificates->Reconfigure(material.credential, std::move(material.apiv3_key),
+    // The manager keeps (and later wipes) its own copy; `material` wipes this one.
+    absl::Status s = core.certificates->Reconfigure(material.credential, material.apiv3_key.value(),
                                                     std::move(material.static_keys));
-    OPENSSL_cleanse(material.apiv3_key.data(), material.apiv3_key.size());
     if (!s.ok()) return Wrap("apiv3_key_file", s);
   } else {
     core.keys->Replace(std::move(material.static_ring));
@@ -197,7 +198,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     mopts.download_timeout = config.upstream_timeout;
     mopts.validator.max_clock_skew = config.clock_skew;
     auto manager = wechatpay::PlatformCertificateManager::Create(
-        mopts, credential, upstream, std::move(material.apiv3_key), std::move(material.static_keys), clock);
+        mopts, credential, upstream, material.apiv3_key.value(), std::move(material.static_keys), clock);
     if (!manager.ok()) return Wrap("apiv3_key_file", manager.status());
     core->certificates = *std::move(manager);
     absl::Status first = core->certificates->RefreshBlocking(absl::Now() + config.upstream_timeout + absl::Seconds(1));

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/common/clock.h"
+#include "server/crypto/secret.h"
 #include "server/wechatpay/certificate_manager.h"
 #include "server/wechatpay/curl_transport.h"
 #include "server/wechatpay/key_ring.h"
@@ -79,7 +80,7 @@ struct KeyMaterial {
   std::shared_ptr<const wechatpay::Credential> credential;
   wechatpay::StaticVerificationKeys static_keys;          // configured public key and pinned certificates
   std::shared_ptr<const wechatpay::KeyRing> static_ring;  // built from static_keys; null when there are none
-  std::string apiv3_key;                                  // empty without --apiv3_key_file
+  crypto::SecretString apiv3_key;                         // empty without --apiv3_key_file; wiped when freed
 };
 
 // Reads and checks the merchant key (and certificate), the WeChat Pay public

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/file_util.h"
+#include "server/crypto/secret.h"
 
 namespace palmgate::ops {
 namespace {
@@ -35,9 +36,9 @@ absl::Status CheckFiles(const ServerTlsFiles& files) {
   if (!cert_pem.ok()) return Bad("tls_cert", cert_pem.status().message());
   std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(Bio(*cert_pem).get(), nullptr, nullptr, nullptr));
   if (cert == nullptr) return Bad("tls_cert", absl::StrCat(files.cert, " holds no PEM certificate"));
-  absl::StatusOr<std::string> key_pem = ReadFile(files.key);
+  absl::StatusOr<crypto::SecretString> key_pem = crypto::ReadSecretFile(files.key);  // wiped when it goes
   if (!key_pem.ok()) return Bad("tls_key", key_pem.status().message());
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(PEM_read_bio_PrivateKey(Bio(*key_pem).get(), nullptr, nullptr, nullptr));
+  std::unique_ptr<EVP_PKEY, PkeyFree> key(PEM_read_bio_PrivateKey(Bio(key_pem->value()).get(), nullptr, nullptr, nullptr));
   if (key == nullptr) return Bad("tls_key", absl::StrCat(files.key, " holds no PEM private key"));
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
     return Bad("tls_key", "does not belong to the certificate in --tls_cert");

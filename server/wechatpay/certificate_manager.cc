@@ -1,7 +1,5 @@
 #include "server/wechatpay/certificate_manager.h"
 
-#include <openssl/crypto.h>
-
 #include <algorithm>
 #include <utility>
 
@@ -42,9 +40,10 @@ namespace {
 absl::StatusOr<std::unique_ptr<PlatformCertificateManager>> PlatformCertificateManager::Create(
     Options options, std::shared_ptr<const Credential> credential, HttpTransport* transport, std::string apiv3_key,
     StaticVerificationKeys static_keys, const Clock& clock) {
-  if (apiv3_key.size() != kApiV3KeyBytes) {
+  crypto::SecretString key(std::move(apiv3_key));  // wiped on every error return
+  if (key.size() != kApiV3KeyBytes) {
     return absl::InvalidArgumentError(absl::StrCat("the APIv3 key must be ", kApiV3KeyBytes, " bytes, not ",
-                                                   apiv3_key.size()));
+                                                   key.size()));
   }
   if (!absl::StartsWith(options.base_url, "https://") && !absl::StartsWith(options.base_url, "http://")) {
     return absl::InvalidArgumentError("certificate manager: base URL must be http:// or https://");
@@ -66,7 +65,7 @@ absl::StatusOr<std::unique_ptr<PlatformCertificateManager>> PlatformCertificateM
     return absl::InvalidArgumentError("certificate manager: credential and transport are required");
   }
   std::unique_ptr<PlatformCertificateManager> manager(new PlatformCertificateManager(
-      std::move(options), std::move(credential), transport, std::move(apiv3_key), std::move(static_keys), clock));
+      std::move(options), std::move(credential), transport, std::move(key), std::move(static_keys), clock));
   {
     absl::MutexLock lock(&manager->mu_);
     absl::Status built = manager->RebuildLocked(clock.Now());
@@ -78,7 +77,7 @@ absl::StatusOr<std::unique_ptr<PlatformCertificateManager>> PlatformCertificateM
 }
 
 PlatformCertificateManager::PlatformCertificateManager(Options options, std::shared_ptr<const Credential> credential,
-                                                       HttpTransport* transport, std::string apiv3_key,
+                                                       HttpTransport* transport, crypto::SecretString apiv3_key,
                                                        StaticVerificationKeys static_keys, const Clock& clock)
     : options_(std::move(options)),
       transport_(transport),
@@ -89,7 +88,8 @@ PlatformCertificateManager::PlatformCertificateManager(Options options, std::sha
       random_(std::random_device{}()) {}
 
 absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Credential> credential,
-                                                     std::string apiv3_key, StaticVerificationKeys static_keys) {
+                                                     std::string apiv3_key_in, StaticVerificationKeys static_keys) {
+  crypto::SecretString apiv3_key(std::move(apiv3_key_in));  // wiped on every return path
   if (credential == nullptr) return absl::InvalidArgumentError("certificate manager: credential is required");
   if (apiv3_key.size() != kApiV3KeyBytes) {
     return absl::InvalidArgumentError(
@@ -97,7 +97,7 @@ absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Crede
   }
   absl::MutexLock lock(&mu_);
   std::shared_ptr<const Credential> old_credential = credential_;
-  std::string old_key = std::move(apiv3_key_);
+  crypto::SecretString old_key = std::move(apiv3_key_);  // wiped when it goes, kept on failure
   StaticVerificationKeys old_static = std::move(static_keys_);
   credential_ = std::move(credential);
   apiv3_key_ = std::move(apiv3_key);
@@ -109,7 +109,6 @@ absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Crede
     static_keys_ = std::move(old_static);
     return built;
   }
-  OPENSSL_cleanse(old_key.data(), old_key.size());
   return absl::OkStatus();
 }
 
@@ -270,7 +269,7 @@ PlatformCertificateManager::Outcome PlatformCertificateManager::Evaluate(
 void PlatformCertificateManager::OnDownload(int64_t number, absl::StatusOr<HttpResponse> response) {
   const absl::Time now = clock_.Now();
   std::shared_ptr<const KeyRing> ring;
-  std::string apiv3_key;
+  crypto::SecretString apiv3_key;  // a copy taken under the lock, wiped when it goes
   bool has_static;
   {
     absl::MutexLock lock(&mu_);
@@ -278,8 +277,7 @@ void PlatformCertificateManager::OnDownload(int64_t number, absl::StatusOr<HttpR
     apiv3_key = apiv3_key_;
     has_static = !static_keys_.public_key_id.empty() || !static_keys_.certificates.empty();
   }
-  const Outcome outcome = Evaluate(response, ring, apiv3_key, now);
-  OPENSSL_cleanse(apiv3_key.data(), apiv3_key.size());
+  const Outcome outcome = Evaluate(response, ring, apiv3_key.value(), now);
 
   std::vector<std::pair<Callback, absl::Status>> to_run;
   int64_t next = 0;

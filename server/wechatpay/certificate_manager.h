@@ -73,6 +73,7 @@
 #include "absl/time/time.h"
 #include "server/common/clock.h"
 #include "server/crypto/rsa.h"
+#include "server/crypto/secret.h"
 #include "server/wechatpay/credential.h"
 #include "server/wechatpay/http_transport.h"
 #include "server/wechatpay/key_refresher.h"
@@ -206,7 +207,7 @@ class PlatformCertificateManager final : public KeyRefresher {
 
   static Outcome Failed(absl::Status status, bool not_found = false);
   PlatformCertificateManager(Options options, std::shared_ptr<const Credential> credential,
-                             HttpTransport* transport, std::string apiv3_key, StaticVerificationKeys static_keys,
+                             HttpTransport* transport, crypto::SecretString apiv3_key, StaticVerificationKeys static_keys,
                              const Clock& clock);
 
   // Marks a download as started; the caller sends it (SendDownload) after unlocking.
@@ -231,7 +232,7 @@ class PlatformCertificateManager final : public KeyRefresher {
   mutable absl::Mutex mu_;
   // Replaced by Reconfigure (key reload).
   std::shared_ptr<const Credential> credential_ ABSL_GUARDED_BY(mu_);
-  std::string apiv3_key_ ABSL_GUARDED_BY(mu_);
+  crypto::SecretString apiv3_key_ ABSL_GUARDED_BY(mu_);  // wiped when replaced or freed
   StaticVerificationKeys static_keys_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const KeyRing> ring_ ABSL_GUARDED_BY(mu_);
   SwappableKeyStore* store_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -7,6 +7,7 @@
 #include "server/common/status_macros.h"
 #include "server/crypto/aes_gcm.h"
 #include "server/crypto/base64.h"
+#include "server/crypto/secret.h"
 
 namespace palmgate::wechatpay {
 namespace {
@@ -68,6 +69,7 @@ absl::StatusOr<std::vector<crypto::Certificate>> ParseCertificatesResponse(absl:
                           absl::StrCat("certificates: data[", i, "] (", serial_no.substr(0, 64), "): ", pem.status().message()));
     }
     absl::StatusOr<crypto::Certificate> cert = crypto::Certificate::FromPem(*pem);
+    crypto::WipeString(*pem);  // decrypted under the APIv3 key: no plaintext copy stays in freed memory
     if (!cert.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("certificates: data[", i, "]: ", cert.status().message()));
     }

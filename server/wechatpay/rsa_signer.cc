@@ -5,9 +5,9 @@
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/file_util.h"
 #include "server/common/status_macros.h"
 #include "server/crypto/base64.h"
+#include "server/crypto/secret.h"
 
 namespace palmgate::wechatpay {
 namespace {
@@ -29,10 +29,9 @@ RsaSha256Signer::Totals RsaSha256Signer::ProcessTotals() {
 }
 
 absl::StatusOr<std::unique_ptr<RsaSha256Signer>> RsaSha256Signer::FromPemFile(const std::string& path) {
-  PALMGATE_ASSIGN_OR_RETURN(std::string pem, ReadFile(path));
-  absl::StatusOr<crypto::RsaPrivateKey> key = crypto::RsaPrivateKey::FromPem(pem);
-  // Wipe the PEM copy: the key lives in OpenSSL's memory only.
-  OPENSSL_cleanse(pem.data(), pem.size());
+  // The PEM copy is wiped when `pem` goes: the key then lives in OpenSSL's memory only.
+  PALMGATE_ASSIGN_OR_RETURN(crypto::SecretString pem, crypto::ReadSecretFile(path));
+  absl::StatusOr<crypto::RsaPrivateKey> key = crypto::RsaPrivateKey::FromPem(pem.view());
   if (!key.ok()) {
     return absl::Status(key.status().code(), absl::StrCat("\"", path, "\": ", key.status().message()));
   }

@@ -21,6 +21,7 @@ means every test was skipped (ctest SKIP_RETURN_CODE).
 
 import ctypes
 import filecmp
+import itertools
 import json
 import os
 import re
@@ -77,9 +78,74 @@ def _die_with_parent():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
+# The secrets-in-logs check (tests/testing/test_logs.h, tests/secrets/scan_test_logs.py): gateway stderr
+# and the secret files given to processes go to PALMGATE_TEST_LOG_DIR (set by tests/clients/CMakeLists.txt).
+TEST_LOG_DIR = ENV.get("PALMGATE_TEST_LOG_DIR", "")
+_log_ids = itertools.count()
+
+
+def _unique_name():
+    return f"clients_test.{os.getpid()}.{next(_log_ids)}"
+
+
+def collect_log(argv0, text):
+    """Saves a process's stderr (str or bytes) as <process>.clients_test.<pid>.<n>.log."""
+    if not TEST_LOG_DIR:
+        return
+    os.makedirs(TEST_LOG_DIR, exist_ok=True)
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    with open(os.path.join(TEST_LOG_DIR, f"{os.path.basename(argv0)}.{_unique_name()}.log"), "wb") as f:
+        f.write(data)
+
+
+def record_secret_files(paths):
+    """Copies the existing regular files among paths into secrets/<unique>/."""
+    if not TEST_LOG_DIR:
+        return
+    target = os.path.join(TEST_LOG_DIR, "secrets", _unique_name())
+    os.makedirs(target, exist_ok=True)
+    for path in paths:
+        if os.path.isfile(path):
+            shutil.copyfile(path, os.path.join(target, os.path.basename(path)))
+
+
+def record_secrets_passed(argv, env):
+    """Records files given by argument or environment that hold a private key, or whose flag or variable
+    name mentions the APIv3 key or a seed (the same rule as tests/testing/test_logs.cc)."""
+    if not TEST_LOG_DIR:
+        return
+    found = []
+
+    def consider(name, value):
+        if not value or not os.path.isfile(value) or os.path.getsize(value) >= (1 << 20):
+            return
+        secret = "apiv3" in name.lower() or "seed" in name.lower()
+        if not secret:
+            with open(value, "rb") as f:
+                secret = b"PRIVATE KEY-----" in f.read()
+        if secret:
+            found.append(value)
+
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg.startswith("-") and "=" in arg:
+            consider(*arg.split("=", 1))
+        else:
+            consider(argv[i - 1] if argv[i - 1].startswith("-") else "", arg)
+    for name, value in (env or {}).items():
+        if name.startswith("PALMGATE_"):
+            consider(name, value)
+    if found:
+        record_secret_files(found)
+
+
 def run(argv, timeout=CALL_TIMEOUT_S, **kwargs):
-    """Runs argv to completion; returns CompletedProcess with text stdout/stderr."""
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    """Runs argv to completion; returns CompletedProcess with text stdout/stderr. The gateway's stderr
+    is also collected for the secrets-in-logs check."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if argv and argv[0] == ENV.get("PGT_PALMGATE"):
+        record_secrets_passed(argv, kwargs.get("env") or ENV)
+        collect_log(argv[0], proc.stderr)
+    return proc
 
 
 def describe(proc):
@@ -101,7 +167,10 @@ class Child:
 
     def __init__(self, name, argv, log_dir, env=None):
         self.name = name
+        self.argv0 = argv[0]
         self.stderr_path = os.path.join(log_dir, f"{name}.stderr")
+        self.collected = False
+        record_secrets_passed(argv, env if env is not None else ENV)
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env,
                                          preexec_fn=_die_with_parent)
@@ -124,6 +193,9 @@ class Child:
             chunk = os.read(fd, 4096)
             if not chunk:
                 code = self.proc.wait()
+                with open(self.stderr_path, "rb") as f:
+                    collect_log(self.argv0, f.read())
+                self.collected = True
                 raise AssertionError(f"{self.name} exited ({code}) before listening:\n{self.stderr()}")
             data += chunk
         line = data.split(b"\n", 1)[0].decode()
@@ -144,6 +216,10 @@ class Child:
                 self.proc.wait()
                 raise AssertionError(f"{self.name} ignored SIGTERM for 30s")
         self.proc.stdout.close()
+        if not self.collected:
+            self.collected = True
+            with open(self.stderr_path, "rb") as f:
+                collect_log(self.argv0, f.read())
         if check and self.proc.returncode != 0:
             raise AssertionError(f"{self.name} exited {self.proc.returncode} on SIGTERM:\n{self.stderr()}")
 
@@ -158,6 +234,8 @@ class Keys:
             raise AssertionError(describe(proc))
         with open(os.path.join(self.dir, "sandbox.json")) as f:
             self.info = json.load(f)
+        record_secret_files([self.path(n) for n in ("apiclient_key.pem", "platform_key.pem", "pub_key_private.pem",
+                                                    "ca_key.pem", "tls_key.pem", "apiv3_key.txt")])
 
     def path(self, name):
         return os.path.join(self.dir, name)

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "tests/testing/test_logs.h"
 
 namespace palmgate::testing {
 namespace {
@@ -43,6 +44,33 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, int stdout_fd,
     ::_exit(127);
   }
   return pid;
+}
+
+// Writes all of `data` to `fd`; gives up on errors (a lost log copy must not fail a test).
+void WriteAll(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+// Copies `in` to `out` and `copy` until EOF (the child and every holder of the
+// pipe's write end are gone), then closes all three.
+void CopyStderr(int in, int out, int copy) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(in, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    WriteAll(out, buf, static_cast<size_t>(n));
+    WriteAll(copy, buf, static_cast<size_t>(n));
+  }
+  ::close(in);
+  ::close(out);
+  ::close(copy);
 }
 
 absl::StatusOr<int> WaitExit(pid_t pid) {
@@ -83,11 +111,34 @@ absl::StatusOr<std::unique_ptr<ListeningProcess>> ListeningProcess::Start(const 
     err_fd = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (err_fd < 0) return absl::InternalError(absl::StrCat("open ", stderr_path, ": ", std::strerror(errno)));
   }
-  absl::StatusOr<pid_t> pid = Spawn(args, fds[1], err_fd, extra_env);
+  // Log collection: the child writes stderr into a pipe; a thread copies it to
+  // where it would have gone (err_fd, or our stderr) and to the log directory.
+  int child_err_fd = err_fd;
+  int copy_fds[2] = {-1, -1};
+  int copy_file = -1;
+  const std::string copy_path = NewTestLogPath(args.empty() ? "process" : args[0]);
+  if (!copy_path.empty()) {
+    RecordSecretsPassedTo(args, extra_env);
+    copy_file = ::open(copy_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (copy_file >= 0 && ::pipe2(copy_fds, O_CLOEXEC) == 0) {
+      child_err_fd = copy_fds[1];
+    } else if (copy_file >= 0) {
+      ::close(copy_file);
+      copy_file = -1;
+    }
+  }
+  absl::StatusOr<pid_t> pid = Spawn(args, fds[1], child_err_fd, extra_env);
   ::close(fds[1]);
-  if (err_fd >= 0) ::close(err_fd);
+  if (copy_fds[1] >= 0) ::close(copy_fds[1]);
+  if (copy_fds[0] >= 0) {
+    const int out = err_fd >= 0 ? err_fd : ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
+    p->stderr_copy_ = std::thread(CopyStderr, copy_fds[0], out, copy_file);
+  } else if (err_fd >= 0) {
+    ::close(err_fd);
+  }
   if (!pid.ok()) {
     ::close(fds[0]);
+    p->JoinStderrCopy();
     return pid.status();
   }
   p->pid_ = *pid;
@@ -110,6 +161,7 @@ absl::StatusOr<std::unique_ptr<ListeningProcess>> ListeningProcess::Start(const 
     if (n <= 0) {
       absl::StatusOr<int> code = WaitExit(p->pid_);
       p->pid_ = -1;
+      p->JoinStderrCopy();
       return absl::InternalError(absl::StrCat("exited before LISTENING (",
                                               code.ok() ? absl::StrCat("exit ", *code) : code.status().ToString(),
                                               "): ", absl::StrJoin(args, " ")));
@@ -132,7 +184,12 @@ absl::StatusOr<int> ListeningProcess::Wait() {
   if (pid_ < 0) return absl::FailedPreconditionError("not running");
   absl::StatusOr<int> code = WaitExit(pid_);
   pid_ = -1;
+  JoinStderrCopy();
   return code;
+}
+
+void ListeningProcess::JoinStderrCopy() {
+  if (stderr_copy_.joinable()) stderr_copy_.join();
 }
 
 absl::StatusOr<int> ListeningProcess::Stop() {
@@ -145,6 +202,7 @@ ListeningProcess::~ListeningProcess() {
     ::kill(pid_, SIGTERM);
     (void)WaitExit(pid_);
   }
+  JoinStderrCopy();
   if (stdout_fd_ >= 0) ::close(stdout_fd_);
 }
 

@@ -6,6 +6,9 @@
 // deadline: no sleeps. The child gets PR_SET_PDEATHSIG(SIGTERM) so a crashed
 // test never leaves it behind (Linux ties that to the calling thread: start it
 // from a thread that outlives it). The destructor sends SIGTERM and reaps it.
+// The child's stderr is also copied into the run's log directory, and the key
+// files it is given are recorded there (tests/testing/test_logs.h), for the
+// secrets-in-logs scan.
 //
 // Thread safety: one owner per instance.
 #ifndef PALMGATE_TESTS_TESTING_CHILD_PROCESS_H_
@@ -15,6 +18,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,7 +35,8 @@ absl::StatusOr<std::string> MakeTempDir(const std::string& prefix);
 class ListeningProcess {
  public:
   // Starts `args` and returns once it printed `LISTENING <address>`. `stderr_path`,
-  // when not empty, receives the child's stderr (else it is inherited).
+  // when not empty, receives the child's stderr (else it goes to this process's
+  // stderr); either way a copy goes to NewTestLogPath(args[0]) when collection is on.
   // `extra_env` ("NAME=value") is added to the inherited environment.
   // kDeadlineExceeded when no handshake came within `timeout`; kInternal when
   // the child exited first (with its exit code in the message).
@@ -50,7 +55,8 @@ class ListeningProcess {
   // Sends `signal` (the process keeps running or not, as it decides).
   void Signal(int signal) const;
 
-  // Waits for the child to exit; returns its exit code, or kInternal if it died from a signal.
+  // Waits for the child to exit (and for its stderr to be copied out); returns
+  // its exit code, or kInternal if it died from a signal.
   absl::StatusOr<int> Wait();
 
   // Sends SIGTERM and waits.
@@ -58,7 +64,10 @@ class ListeningProcess {
 
  private:
   ListeningProcess() = default;
+  void JoinStderrCopy();
+
   pid_t pid_ = -1;
+  std::thread stderr_copy_;  // child stderr -> stderr_path (or our stderr) and the log directory
   int stdout_fd_ = -1;
   std::string address_;
 };

@@ -14,6 +14,7 @@
 #include "server/common/file_util.h"
 #include "server/crypto/aes_gcm.h"
 #include "server/crypto/base64.h"
+#include "tests/testing/test_logs.h"
 
 namespace palmgate::testing {
 
@@ -31,6 +32,13 @@ absl::Status RunSandboxKeygen(const std::string& dir, const std::vector<std::str
   absl::StatusOr<int> code = RunSandboxCommand(args);
   if (!code.ok()) return code.status();
   if (*code != 0) return absl::InternalError(absl::StrCat("palmgate-sandbox keygen exited with ", *code));
+  // Whatever the tests' processes get from this key set must never show up in their logs.
+  std::vector<std::string> secrets;
+  for (const char* name : {"apiclient_key.pem", "platform_key.pem", "pub_key_private.pem", "ca_key.pem", "tls_key.pem",
+                           "apiv3_key.txt"}) {
+    secrets.push_back(absl::StrCat(dir, "/", name));
+  }
+  RecordTestSecretFiles(secrets);
   return absl::OkStatus();
 }
 
