@@ -455,6 +455,14 @@ void Judge(const Outcome& o, const SandboxLog& log, const std::string& new_seria
   if (rec.has_value()) {
     // An upstream answer came back: its fault decides the code.
     const FaultKind* k = FindFaultKind(rec->fault);
+    if (rec->fault.empty() && absl::StrContains(rec->sign_error_issue, "already been used")) {
+      // Known bug: libcurl re-sends a request, unchanged, when a reused
+      // keep-alive connection closes before any answer (the `drop` fault);
+      // WeChat Pay refuses the replayed nonce and the caller gets INTERNAL
+      // where the drop calls for UNAVAILABLE. Counted on its own line.
+      v->Fail("replayed request after a dropped connection (INTERNAL instead of UNAVAILABLE)", what);
+      return;
+    }
     if (rec->fault.empty()) {
       std::string why = absl::StrCat("from a clean upstream answer (HTTP ", rec->status, " ", rec->error_code, ")");
       if (!rec->sign_error_issue.empty()) absl::StrAppend(&why, " sign error: ", rec->sign_error_issue);
@@ -566,7 +574,8 @@ class Traffic {
         cv_.wait(lock, [&] { return in_flight_ < concurrency; });
       }
       next += interval;
-      if (next > until) break;
+      // Ends on time even when the gateway falls behind (the concurrency cap then holds the schedule back).
+      if (next > until || SteadyClock::now() > until) break;
       // Pacing, not synchronisation: the open-loop schedule of the next start.
       std::this_thread::sleep_until(next);
       Issue();
