@@ -28,6 +28,16 @@ absl::Status NoArg(absl::string_view name, bool has_arg, absl::string_view part)
 
 }  // namespace
 
+std::vector<std::string> DefaultRandomFaultSpecs() {
+  return {"latency=200",       "status=500",        "status=503",
+          "status=429",        "status=400",        "status=401",
+          "status=403",        "status=404",        "drop",
+          "corrupt_signature", "probe_signature",   "missing_signature_headers",
+          "missing_header=Wechatpay-Nonce",         "skew_timestamp=600",
+          "unknown_serial",    "malformed_json",    "empty_body",
+          "html_error",        "huge_body=1048576"};
+}
+
 StatusFault DefaultStatusFault(int http_status) {
   switch (http_status) {
     case 400: return {400, "PARAM_ERROR", "参数错误"};

@@ -65,6 +65,11 @@ struct FaultPlan {
 // fault, a missing or bad argument, or an empty spec.
 absl::StatusOr<FaultPlan> ParseFaultSpec(absl::string_view spec);
 
+// Returns one spec per fault kind (each status code with its default WeChat
+// code, one missing header, a skew beyond the 5-minute window, a 1 MiB body):
+// what `serve --fault_rate` draws from unless --fault_kinds says otherwise.
+std::vector<std::string> DefaultRandomFaultSpecs();
+
 // Default WeChat error code and message for an HTTP status (400 PARAM_ERROR,
 // 401 SIGN_ERROR, 403 NO_AUTH, 404 NOT_FOUND, 429 RATELIMIT_EXCEEDED,
 // 500 SYSTEM_ERROR, 502/503 SERVICE_UNAVAILABLE, other 4xx INVALID_REQUEST,

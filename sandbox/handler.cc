@@ -1,5 +1,7 @@
 #include "sandbox/handler.h"
 
+#include <random>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -89,28 +91,53 @@ struct Handler::Context {
 
 absl::StatusOr<std::unique_ptr<Handler>> Handler::Create(SandboxKeys keys, UserStore users, HandlerOptions options,
                                                          const Clock* clock) {
+  if (!(options.fault_rate >= 0 && options.fault_rate <= 1)) {
+    return absl::InvalidArgumentError("fault rate must be within 0..1");
+  }
+  if (options.fault_rate > 0 && !options.faults_enabled) {
+    return absl::InvalidArgumentError("a fault rate needs faults enabled (--faults)");
+  }
+  std::vector<FaultPlan> random_faults;
+  if (options.fault_rate > 0) {
+    const std::vector<std::string> specs =
+        options.random_faults.empty() ? DefaultRandomFaultSpecs() : options.random_faults;
+    for (const std::string& spec : specs) {
+      PALMGATE_ASSIGN_OR_RETURN(FaultPlan plan, ParseFaultSpec(spec));
+      random_faults.push_back(std::move(plan));
+    }
+  }
   std::optional<SigningKey> stranger;
   if (options.faults_enabled) {
     PALMGATE_ASSIGN_OR_RETURN(crypto::RsaPrivateKey key, crypto::RsaPrivateKey::Generate());
     stranger = SigningKey{RandomUpperHex(20), std::move(key)};
   }
-  return std::unique_ptr<Handler>(new Handler(std::move(keys), std::move(users), options, clock, std::move(stranger)));
+  return std::unique_ptr<Handler>(new Handler(std::move(keys), std::move(users), std::move(options), clock,
+                                              std::move(stranger), std::move(random_faults)));
 }
 
 Handler::Handler(SandboxKeys keys, UserStore users, HandlerOptions options, const Clock* clock,
-                 std::optional<SigningKey> stranger_key)
+                 std::optional<SigningKey> stranger_key, std::vector<FaultPlan> random_faults)
     : keys_(std::move(keys)),
       users_(std::move(users)),
-      options_(options),
+      options_(std::move(options)),
       clock_(clock),
       public_signing_key_{keys_.public_key_id, keys_.public_key_private},
       stranger_key_(std::move(stranger_key)),
+      random_faults_(std::move(random_faults)),
       verifier_(MerchantIdentity{keys_.mchid, keys_.merchant_serial, keys_.merchant_public_key}, clock,
                 options.timestamp_window_s),
       signer_(clock, options.signature_cache_ttl),
       request_id_prefix_(RandomUpperHex(16)) {
   platform_.push_back({keys_.platform_cert, SigningKey{keys_.platform_cert.serial(), keys_.platform_key}, true});
   active_serial_ = keys_.platform_cert.serial();
+}
+
+std::optional<FaultPlan> Handler::DrawRandomFault() const {
+  if (random_faults_.empty()) return std::nullopt;
+  // Per-thread generators: no lock on the request path; the draw needs no cryptographic quality.
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  if (std::uniform_real_distribution<double>(0, 1)(rng) >= options_.fault_rate) return std::nullopt;
+  return random_faults_[std::uniform_int_distribution<size_t>(0, random_faults_.size() - 1)(rng)];
 }
 
 std::string Handler::NextRequestId() {
@@ -381,6 +408,7 @@ SandboxResponse Handler::HandleApi(const SandboxRequest& request, Context& ctx) 
       absl::StatusOr<FaultPlan> plan = ParseFaultSpec(*user->fault);  // validated at load time
       if (plan.ok()) fault = std::move(*plan);
     }
+    if (options_.faults_enabled && !fault.has_value()) fault = DrawRandomFault();
     Json body = {{"openid", *openid}, {"organization_id", *org},
                  {"state", user != nullptr ? user->state : std::string(kDefaultState)}};
     if (user != nullptr && user->authorize_time.has_value()) body["authorize_time"] = *user->authorize_time;

@@ -32,6 +32,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "sandbox/fault.h"
 #include "sandbox/keygen.h"
 #include "sandbox/request_log.h"
 #include "sandbox/request_verifier.h"
@@ -80,6 +81,12 @@ struct SandboxResponse {
 
 struct HandlerOptions {
   bool faults_enabled = false;
+  // With faults_enabled: the share (0..1) of palm-authorization requests that
+  // carry neither an X-Sandbox-Fault header nor a seed fault and get one fault
+  // drawn uniformly from `random_faults` (DefaultRandomFaultSpecs() when empty).
+  // /v3/certificates is never faulted at random.
+  double fault_rate = 0;
+  std::vector<std::string> random_faults;
   bool public_key_only = false;
   int64_t latency_ms = 0;
   absl::Duration signature_cache_ttl = absl::ZeroDuration();
@@ -89,6 +96,8 @@ struct HandlerOptions {
 class Handler {
  public:
   // `clock` is the sandbox clock (already shifted) and must outlive the handler.
+  // kInvalidArgument for a fault_rate outside 0..1, a fault_rate without
+  // faults_enabled, or a random fault spec that does not parse.
   static absl::StatusOr<std::unique_ptr<Handler>> Create(SandboxKeys keys, UserStore users,
                                                          HandlerOptions options, const Clock* clock);
 
@@ -99,7 +108,10 @@ class Handler {
 
  private:
   Handler(SandboxKeys keys, UserStore users, HandlerOptions options, const Clock* clock,
-          std::optional<SigningKey> stranger_key);
+          std::optional<SigningKey> stranger_key, std::vector<FaultPlan> random_faults);
+
+  // A fault drawn for one request under options_.fault_rate, or nullopt.
+  std::optional<FaultPlan> DrawRandomFault() const;
 
   struct Context;  // per-request state, defined in handler.cc
   // One platform certificate with its private key; `listed` until retired.
@@ -123,6 +135,7 @@ class Handler {
   std::string active_serial_ ABSL_GUARDED_BY(platform_mu_);
   const SigningKey public_signing_key_;
   const std::optional<SigningKey> stranger_key_;  // for the unknown_serial fault
+  const std::vector<FaultPlan> random_faults_;     // drawn from under options_.fault_rate
   RequestVerifier verifier_;
   ResponseSigner signer_;
   RequestLog log_;

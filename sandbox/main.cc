@@ -4,7 +4,7 @@
 //
 //   palmgate-sandbox keygen --out DIR [--mchid 1900000001] [--force]
 //   palmgate-sandbox serve --keys DIR [--listen 127.0.0.1:0] [--tls] [--seed FILE]
-//       [--faults] [--threads N] [--signature_cache_ms N] [--latency_ms N]
+//       [--faults [--fault_rate P] [--fault_kinds SPEC,...]] [--threads N] [--signature_cache_ms N] [--latency_ms N]
 //       [--idle_timeout_ms 8000] [--public_key_only] [--clock_offset_s N]
 //       [--max_body_log N] [--access_log=false]
 //
@@ -35,6 +35,12 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0", "serve: HOST:PORT to listen on (po
 ABSL_FLAG(bool, tls, false, "serve: HTTPS with tls_cert.pem/tls_key.pem from --keys");
 ABSL_FLAG(std::string, seed, "", "serve: seed JSON file with users");
 ABSL_FLAG(bool, faults, false, "serve: honour X-Sandbox-Fault headers and seed faults");
+ABSL_FLAG(double, fault_rate, 0,
+          "serve, with --faults: share (0..1) of palm-authorization requests without a header or seed fault that "
+          "get a fault drawn uniformly from --fault_kinds");
+ABSL_FLAG(std::vector<std::string>, fault_kinds, {},
+          "serve: comma-separated fault specs drawn from under --fault_rate (default: one of every kind, see "
+          "sandbox/README.md)");
 ABSL_FLAG(int, threads, 0, "serve: I/O threads (0 = hardware concurrency)");
 ABSL_FLAG(int64_t, signature_cache_ms, 0, "serve: reuse a response signature (same key and body) for this long");
 ABSL_FLAG(int64_t, latency_ms, 0, "serve: latency added to every API response (timer, non-blocking)");
@@ -89,6 +95,8 @@ int Serve() {
   ShiftedClock clock(&SystemClock::Get(), absl::Seconds(absl::GetFlag(FLAGS_clock_offset_s)));
   HandlerOptions handler_options;
   handler_options.faults_enabled = absl::GetFlag(FLAGS_faults);
+  handler_options.fault_rate = absl::GetFlag(FLAGS_fault_rate);
+  handler_options.random_faults = absl::GetFlag(FLAGS_fault_kinds);
   handler_options.public_key_only = absl::GetFlag(FLAGS_public_key_only);
   handler_options.latency_ms = latency;
   handler_options.signature_cache_ttl = absl::Milliseconds(cache_ms);
@@ -109,8 +117,9 @@ int Serve() {
   if (!handler.ok()) return Fail(handler.status());
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(handler->get(), server_options);
   if (!server.ok()) return Fail(server.status());
-  std::fprintf(stderr, "palmgate-sandbox: mchid %s, %d threads, faults %s, public_key_only %s\n",
+  std::fprintf(stderr, "palmgate-sandbox: mchid %s, %d threads, faults %s (random rate %g), public_key_only %s\n",
                (*handler)->keys().mchid.c_str(), threads, handler_options.faults_enabled ? "on" : "off",
+               handler_options.fault_rate,
                handler_options.public_key_only ? "on" : "off");
   std::printf("LISTENING %s\n", (*server)->base_url().c_str());
   std::fflush(stdout);

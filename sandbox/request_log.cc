@@ -12,7 +12,10 @@ void RequestLog::Record(RequestRecord record) {
   absl::MutexLock lock(&mu_);
   ++requests_total_;
   if (!record.sign_error_issue.empty()) ++sign_errors_;
-  if (!record.fault.empty()) ++faults_injected_;
+  if (!record.fault.empty()) {
+    ++faults_injected_;
+    ++faults_by_spec_[record.fault];
+  }
   if (record.status == 0) ++dropped_;
   ++by_endpoint_[record.endpoint][record.status];
   ++by_status_[record.status];
@@ -30,9 +33,12 @@ std::string RequestLog::StatsJson() const {
   }
   Json by_status = Json::object();
   for (const auto& [status, n] : by_status_) by_status[absl::StrCat(status)] = n;
+  Json faults_by_spec = Json::object();
+  for (const auto& [spec, n] : faults_by_spec_) faults_by_spec[spec] = n;
   Json out = {{"requests_total", requests_total_}, {"by_endpoint", std::move(by_endpoint)},
               {"by_status", std::move(by_status)},  {"sign_errors", sign_errors_},
-              {"faults_injected", faults_injected_}, {"dropped", dropped_}};
+              {"faults_injected", faults_injected_}, {"faults_by_spec", std::move(faults_by_spec)},
+              {"dropped", dropped_}};
   return out.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
@@ -60,6 +66,7 @@ void RequestLog::Reset() {
   requests_total_ = sign_errors_ = faults_injected_ = dropped_ = 0;
   by_endpoint_.clear();
   by_status_.clear();
+  faults_by_spec_.clear();
 }
 
 }  // namespace palmgate::sandbox

@@ -42,7 +42,8 @@ class RequestLog {
 
   void Record(RequestRecord record);
   // {"requests_total":N,"by_endpoint":{"palm_authorization":{"200":3}},
-  //  "by_status":{"200":3},"sign_errors":N,"faults_injected":N,"dropped":N}
+  //  "by_status":{"200":3},"sign_errors":N,"faults_injected":N,
+  //  "faults_by_spec":{"status=500":N},"dropped":N}
   std::string StatsJson() const;
   // JSON array, oldest first.
   std::string RequestsJson() const;
@@ -57,6 +58,7 @@ class RequestLog {
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::map<int, uint64_t>> by_endpoint_ ABSL_GUARDED_BY(mu_);
   std::map<int, uint64_t> by_status_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> faults_by_spec_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace palmgate::sandbox

@@ -1,5 +1,8 @@
 #include "sandbox/fault.h"
 
+#include <set>
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_matchers.h"
@@ -59,6 +62,35 @@ TEST(FaultTest, RejectsUnknownAndMalformedSpecs) {
     EXPECT_THAT(ParseFaultSpec(bad), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
   }
   EXPECT_THAT(ParseFaultSpec("explode"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown fault")));
+}
+
+TEST(FaultTest, DefaultRandomFaultsCoverEveryKind) {
+  FaultPlan any;  // the union of every default spec's effects
+  std::set<int> statuses;
+  for (const std::string& spec : DefaultRandomFaultSpecs()) {
+    absl::StatusOr<FaultPlan> p = ParseFaultSpec(spec);
+    ASSERT_THAT(p, IsOk()) << spec;
+    any.latency_ms += p->latency_ms;
+    if (p->status.has_value()) statuses.insert(p->status->http_status);
+    any.drop |= p->drop;
+    any.corrupt_signature |= p->corrupt_signature;
+    any.probe_signature |= p->probe_signature;
+    any.missing_signature_headers |= p->missing_signature_headers;
+    any.missing_headers.insert(any.missing_headers.end(), p->missing_headers.begin(), p->missing_headers.end());
+    any.skew_timestamp_s += p->skew_timestamp_s;
+    any.unknown_serial |= p->unknown_serial;
+    any.malformed_json |= p->malformed_json;
+    any.empty_body |= p->empty_body;
+    any.html_error |= p->html_error;
+    if (p->huge_body.has_value()) any.huge_body = p->huge_body;
+  }
+  EXPECT_GT(any.latency_ms, 0);
+  EXPECT_EQ(statuses, (std::set<int>{400, 401, 403, 404, 429, 500, 503}));
+  EXPECT_TRUE(any.drop && any.corrupt_signature && any.probe_signature && any.missing_signature_headers &&
+              any.unknown_serial && any.malformed_json && any.empty_body && any.html_error);
+  EXPECT_FALSE(any.missing_headers.empty());
+  EXPECT_GT(any.skew_timestamp_s, 300);  // outside the 5-minute window
+  EXPECT_GT(any.huge_body.value_or(0), 256u * 1024);  // above palmgate's response limit
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -388,6 +389,89 @@ TEST_F(FaultHandlerTest, StatsAndRequestLog) {
   EXPECT_EQ(handler_->Handle(reset).status, 200);
   EXPECT_EQ(Parse(handler_->Handle(stats).body)["requests_total"], 0);
   EXPECT_EQ(Parse(handler_->Handle(log).body).size(), 0u);
+}
+
+TEST(RandomFaultOptionsTest, CreateRejectsABadRateOrSpec) {
+  std::string pattern = (std::filesystem::temp_directory_path() / "handler-test-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+  KeygenOptions keygen;
+  keygen.out_dir = pattern;
+  ASSERT_THAT(GenerateKeys(keygen), IsOk());
+  FakeClock clock{absl::FromUnixSeconds(kNow)};
+  auto create = [&](HandlerOptions options) {
+    absl::StatusOr<SandboxKeys> keys = LoadKeys(pattern);
+    EXPECT_THAT(keys, IsOk());
+    return Handler::Create(std::move(*keys), UserStore(), std::move(options), &clock).status();
+  };
+  HandlerOptions too_high;
+  too_high.faults_enabled = true;
+  too_high.fault_rate = 1.5;
+  EXPECT_THAT(create(too_high), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("within 0..1")));
+  HandlerOptions without_faults;
+  without_faults.fault_rate = 0.1;
+  EXPECT_THAT(create(without_faults), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--faults")));
+  HandlerOptions bad_spec;
+  bad_spec.faults_enabled = true;
+  bad_spec.fault_rate = 0.1;
+  bad_spec.random_faults = {"status=500", "explode"};
+  EXPECT_THAT(create(bad_spec), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("explode")));
+  HandlerOptions defaults;
+  defaults.faults_enabled = true;
+  defaults.fault_rate = 0.1;
+  EXPECT_THAT(create(defaults), IsOk());
+  std::error_code ec;
+  std::filesystem::remove_all(pattern, ec);
+}
+
+class RandomFaultHandlerTest : public HandlerTest {
+ protected:
+  void MakeWithRate(double rate, std::vector<std::string> kinds = {}) {
+    HandlerOptions options;
+    options.faults_enabled = true;
+    options.fault_rate = rate;
+    options.random_faults = std::move(kinds);
+    Make(options, R"({"users":[{"openid":"seeded","organization_id":"1","fault":"status=403"}]})");
+  }
+  nlohmann::json Stats() { return Parse(handler_->Handle(SandboxRequest{"GET", "/_sandbox/stats", {}, ""}).body); }
+};
+
+TEST_F(RandomFaultHandlerTest, RateOneFaultsEveryPalmRequestWithAKindFromTheList) {
+  MakeWithRate(1, {"status=503", "status=404"});
+  std::map<int, int> statuses;
+  for (int i = 0; i < 50; ++i) ++statuses[Get(kPalm).status];
+  // Both kinds drawn (a miss has probability 2^-49), nothing else.
+  EXPECT_EQ(statuses.size(), 2u);
+  EXPECT_GT(statuses[503], 0);
+  EXPECT_GT(statuses[404], 0);
+  nlohmann::json stats = Stats();
+  EXPECT_EQ(stats["faults_injected"], 50);
+  EXPECT_EQ(stats["faults_by_spec"]["status=503"].get<int>() + stats["faults_by_spec"]["status=404"].get<int>(), 50);
+  // Certificate downloads are never faulted at random.
+  EXPECT_EQ(Get("/v3/certificates").status, 200);
+  EXPECT_EQ(Stats()["faults_injected"], 50);
+}
+
+TEST_F(RandomFaultHandlerTest, HeaderAndSeedFaultsWinOverTheRandomDraw) {
+  MakeWithRate(1, {"status=503"});
+  EXPECT_EQ(Get(kPalm, {{"X-Sandbox-Fault", "status=429"}}).status, 429);
+  EXPECT_EQ(Get("/v3/palmservice/authorization/openid/seeded?organization_id=1").status, 403);
+  EXPECT_EQ(Get(kPalm).status, 503);
+}
+
+TEST_F(RandomFaultHandlerTest, RateIsTheShareOfFaultedRequests) {
+  MakeWithRate(0.1);
+  const int n = 400;
+  for (int i = 0; i < n; ++i) Get(kPalm);
+  // Binomial(400, 0.1): mean 40, standard deviation 6; 10..90 is beyond 5 deviations each way.
+  const int faulted = Stats()["faults_injected"].get<int>();
+  EXPECT_GE(faulted, 10);
+  EXPECT_LE(faulted, 90);
+}
+
+TEST_F(RandomFaultHandlerTest, RateZeroInjectsNothing) {
+  MakeWithRate(0);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(Get(kPalm).status, 200);
+  EXPECT_EQ(Stats()["faults_injected"], 0);
 }
 
 }  // namespace
