@@ -24,8 +24,9 @@ std::string Bounded(std::string s) {
   return s;
 }
 
-// Parses `body`, discarding every object or array nested deeper than kMaxJsonDepth
-// (nlohmann's parser itself is iterative; the callback parser skips what is discarded).
+// Parses `body`, dropping every object or array nested deeper than kMaxJsonDepth
+// (the levels above stay). nlohmann's parser itself is iterative, and its
+// callback parser builds nothing for what is dropped.
 nlohmann::json ParseShallow(const std::string& body) {
   const nlohmann::json::parser_callback_t shallow = [](int depth, nlohmann::json::parse_event_t event,
                                                        nlohmann::json& /*parsed*/) {
