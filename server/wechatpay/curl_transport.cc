@@ -69,6 +69,13 @@ absl::Status AsStatus(CURLcode code, const char* error_buffer) {
     case CURLE_SSL_CERTPROBLEM:
       return TransportError(absl::StatusCode::kUnavailable, ErrorReason::kUpstreamTlsError,
                             absl::StrCat("upstream: tls: ", detail));
+    // libcurl 7.88 refuses a response header line over CURL_MAX_HTTP_HEADER
+    // (100 KB) this way (8.6 says CURLE_TOO_LARGE): the answer is at fault,
+    // not the site, so it is neither retried nor counted against the host.
+    case CURLE_OUT_OF_MEMORY:
+      return TransportError(absl::StatusCode::kInternal, ErrorReason::kResponseTooLarge,
+                            absl::StrCat("upstream: response refused (a header line beyond libcurl's limit?): ",
+                                         detail));
     case CURLE_SSL_CONNECT_ERROR:
       return TransportError(absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
                             absl::StrCat("upstream: tls: ", detail));

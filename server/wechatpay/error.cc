@@ -107,4 +107,12 @@ ErrorReason GetReason(const absl::Status& status) {
   return e.has_value() ? e->reason : ErrorReason::kUnspecified;
 }
 
+std::string PrintableHeaderValue(absl::string_view value, size_t max_bytes) {
+  std::string out(value.substr(0, max_bytes));
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';  // char may be signed: bytes >= 0x80 are negative here
+  }
+  return out;
+}
+
 }  // namespace palmgate::wechatpay

@@ -96,6 +96,12 @@ std::optional<UpstreamError> GetUpstreamError(const absl::Status& status);
 // Returns the reason of `status`: kUnspecified for OK or a status without payload.
 ErrorReason GetReason(const absl::Status& status);
 
+// Returns at most `max_bytes` of an upstream header value, every byte outside
+// printable ASCII (0x20-0x7E) replaced by '?'. Header values are neither signed
+// nor UTF-8 by any rule, while everything the gateway passes on (status
+// messages, google.rpc details, answers: proto3 strings) must be valid UTF-8.
+std::string PrintableHeaderValue(absl::string_view value, size_t max_bytes);
+
 }  // namespace palmgate::wechatpay
 
 #endif  // PALMGATE_SERVER_WECHATPAY_ERROR_H_

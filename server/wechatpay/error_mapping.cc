@@ -9,10 +9,32 @@ namespace palmgate::wechatpay {
 namespace {
 
 constexpr size_t kMaxKeptText = 512;  // bound what an error body can put in a status
+// Error bodies are not signed: anything may answer with one. Nesting deeper
+// than this is dropped while parsing, because dump() recurses once per level
+// and a 256 KB body can nest 100,000 levels deep (a stack overflow).
+constexpr int kMaxJsonDepth = 32;
 
+// Keeps at most kMaxKeptText bytes of valid UTF-8 (text from a parsed JSON
+// string or from dump()), never splitting a multi-byte character.
 std::string Bounded(std::string s) {
-  if (s.size() > kMaxKeptText) s.resize(kMaxKeptText);
+  if (s.size() <= kMaxKeptText) return s;
+  size_t cut = kMaxKeptText;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // continuation byte
+  s.resize(cut);
   return s;
+}
+
+// Parses `body`, dropping every object or array nested deeper than kMaxJsonDepth
+// (the levels above stay). nlohmann's parser itself is iterative, and its
+// callback parser builds nothing for what is dropped.
+nlohmann::json ParseShallow(const std::string& body) {
+  const nlohmann::json::parser_callback_t shallow = [](int depth, nlohmann::json::parse_event_t event,
+                                                       nlohmann::json& /*parsed*/) {
+    const bool opens = event == nlohmann::json::parse_event_t::object_start ||
+                       event == nlohmann::json::parse_event_t::array_start;
+    return !opens || depth <= kMaxJsonDepth;
+  };
+  return nlohmann::json::parse(body, shallow, /*allow_exceptions=*/false);
 }
 
 absl::Duration RetryAfter(const HttpResponse& response) {
@@ -48,8 +70,8 @@ absl::Status ClassifyHttpStatus(const HttpResponse& response) {
   if (response.status >= 200 && response.status <= 299 && response.status != 202) return absl::OkStatus();
   UpstreamError e;
   e.http_status = response.status;
-  e.request_id = Bounded(std::string(response.headers.GetOrEmpty("Request-ID")));
-  nlohmann::json body = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  e.request_id = PrintableHeaderValue(response.headers.GetOrEmpty("Request-ID"), kMaxKeptText);
+  nlohmann::json body = ParseShallow(response.body);
   if (body.is_object()) {
     if (auto it = body.find("code"); it != body.end() && it->is_string()) {
       e.wechatpay_code = Bounded(it->get<std::string>());

@@ -45,8 +45,7 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
 
   UpstreamError e;
   e.http_status = response.status;
-  e.request_id = std::string(response.headers.GetOrEmpty("Request-ID"));
-  if (e.request_id.size() > kMaxSerialInError) e.request_id.resize(kMaxSerialInError);
+  e.request_id = PrintableHeaderValue(response.headers.GetOrEmpty("Request-ID"), kMaxSerialInError);
   auto fail = [&e](ErrorReason reason, std::string message) {
     e.reason = reason;
     return MakeError(absl::StatusCode::kInternal, absl::StrCat("verify response: ", message), e);
@@ -67,7 +66,7 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
                              " on a 2xx response (an unsigned success is treated as forged)"));
   }
 
-  e.serial = std::string(serial->substr(0, kMaxSerialInError));
+  e.serial = PrintableHeaderValue(*serial, kMaxSerialInError);
   int64_t ts = 0;
   if (!ParseTimestamp(*timestamp, &ts)) {
     return fail(ErrorReason::kResponseTimestampInvalid, "Wechatpay-Timestamp is not a decimal unix time");

@@ -1,5 +1,6 @@
 #include "server/wechatpay/error_mapping.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_matchers.h"
@@ -94,6 +95,36 @@ TEST(ErrorMappingTest, SignErrorKeepsNestedDetail) {
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->wechatpay_message, "错误的签名，验签失败");
   EXPECT_THAT(e->detail_json, ::testing::HasSubstr("sign not match"));
+}
+
+TEST(ErrorMappingTest, DeeplyNestedErrorBodyIsNotACrash) {
+  // Unsigned: anything may send it. dump() recursed once per level.
+  HttpResponse r;
+  r.status = 400;
+  r.body = absl::StrCat(R"({"code":"PARAM_ERROR","message":"m","detail":)", std::string(100000, '['),
+                        std::string(100000, ']'), "}");
+  auto e = GetUpstreamError(ClassifyHttpStatus(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->reason, ErrorReason::kUpstreamParamError);
+  EXPECT_EQ(e->wechatpay_code, "PARAM_ERROR");
+  // Levels beyond 32 are dropped; what is kept is small and dumps flat.
+  EXPECT_EQ(e->detail_json, absl::StrCat(std::string(32, '['), std::string(32, ']')));
+  r.body = absl::StrCat(R"({"code":"PARAM_ERROR","detail":)", std::string(30, '['), std::string(30, ']'), "}");
+  EXPECT_EQ(GetUpstreamError(ClassifyHttpStatus(r))->detail_json, absl::StrCat(std::string(30, '['), std::string(30, ']')));
+}
+
+TEST(ErrorMappingTest, KeptTextIsCutOnACharacterBoundaryAndHeadersArePrintable) {
+  HttpResponse r;
+  r.status = 400;
+  std::string message;
+  for (int i = 0; i < 200; ++i) message += "\xe4\xb8\xad";  // 600 bytes
+  r.body = absl::StrCat(R"({"code":"INVALID_REQUEST","message":")", message, R"("})");
+  r.headers.Add("Request-ID", "r-\xff\x01-id");
+  auto e = GetUpstreamError(ClassifyHttpStatus(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->wechatpay_message, message.substr(0, 510));  // 170 whole characters
+  EXPECT_EQ(e->request_id, "r-?" "?-id");
+  EXPECT_EQ(PrintableHeaderValue("ab\x7f\x80" "c", 4), "ab?" "?");
 }
 
 TEST(ErrorTest, PayloadRoundTripsAndSurvivesInvalidUtf8) {
