@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -111,14 +112,19 @@ absl::StatusOr<std::unique_ptr<ListeningProcess>> ListeningProcess::Start(const 
     err_fd = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (err_fd < 0) return absl::InternalError(absl::StrCat("open ", stderr_path, ": ", std::strerror(errno)));
   }
-  // Log collection: the child writes stderr into a pipe; a thread copies it to
-  // where it would have gone (err_fd, or our stderr) and to the log directory.
+  // Log collection (tests/testing/test_logs.h): with a stderr_path the child
+  // writes it directly and the file is copied to the log directory once the
+  // child is gone (tests read it while the child runs, in the child's order);
+  // without one, a thread copies the child's stderr to ours and to the log directory.
   int child_err_fd = err_fd;
   int copy_fds[2] = {-1, -1};
   int copy_file = -1;
   const std::string copy_path = NewTestLogPath(args.empty() ? "process" : args[0]);
-  if (!copy_path.empty()) {
-    RecordSecretsPassedTo(args, extra_env);
+  if (!copy_path.empty()) RecordSecretsPassedTo(args, extra_env);
+  if (!copy_path.empty() && err_fd >= 0) {
+    p->stderr_path_ = stderr_path;
+    p->log_copy_path_ = copy_path;
+  } else if (!copy_path.empty()) {
     copy_file = ::open(copy_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (copy_file >= 0 && ::pipe2(copy_fds, O_CLOEXEC) == 0) {
       child_err_fd = copy_fds[1];
@@ -190,6 +196,11 @@ absl::StatusOr<int> ListeningProcess::Wait() {
 
 void ListeningProcess::JoinStderrCopy() {
   if (stderr_copy_.joinable()) stderr_copy_.join();
+  if (!log_copy_path_.empty()) {
+    std::error_code ignored;  // a lost log copy must not fail a test
+    std::filesystem::copy_file(stderr_path_, log_copy_path_, std::filesystem::copy_options::overwrite_existing, ignored);
+    log_copy_path_.clear();
+  }
 }
 
 absl::StatusOr<int> ListeningProcess::Stop() {

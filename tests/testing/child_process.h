@@ -67,7 +67,12 @@ class ListeningProcess {
   void JoinStderrCopy();
 
   pid_t pid_ = -1;
-  std::thread stderr_copy_;  // child stderr -> stderr_path (or our stderr) and the log directory
+  std::thread stderr_copy_;  // without a stderr_path: child stderr -> our stderr and the log directory
+  // With a stderr_path the child writes it directly (tests read it while the
+  // child runs, in the child's order); it is copied to the log directory when
+  // the child is gone.
+  std::string stderr_path_;
+  std::string log_copy_path_;
   int stdout_fd_ = -1;
   std::string address_;
 };
