@@ -130,6 +130,7 @@ ops::StatsSnapshot Snapshot(const GatewayCore& core, OpsState& state) {
   s.upstream_retries = client.retries;
   s.upstream_failovers = client.failovers;
   s.key_refreshes = client.key_refreshes;
+  s.coalesced_calls = client.coalesced;
   s.breaker_open = client.breaker_open;
   if (client.attempts > 0) s.clock_skew = client.last_clock_skew;
   std::shared_ptr<const wechatpay::KeyRing> ring = core.keys->Current();
