@@ -2,11 +2,15 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -16,6 +20,19 @@ namespace {
 
 int Millis(absl::Duration d) {
   return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), std::numeric_limits<int>::max()));
+}
+
+// The local port of socket `fd` when it is listening; -1 otherwise.
+int ListeningPort(int fd) {
+  int listening = 0;
+  socklen_t size = sizeof(listening);
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening == 0) return -1;
+  sockaddr_storage address{};
+  socklen_t address_size = sizeof(address);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_size) != 0) return -1;
+  if (address.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+  if (address.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+  return -1;
 }
 
 }  // namespace
@@ -74,6 +91,26 @@ void GrpcServer::SetServing(bool serving) {
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, serving);
   health->SetServingStatus(serving);
+}
+
+int GrpcServer::StopListening() {
+  // gRPC owns its listeners (one per address family, SO_REUSEPORT clones)
+  // and has no call to stop them without shutting the server down, which
+  // would also refuse new calls on established connections. shutdown(2) on a
+  // listening socket makes the kernel refuse connections from then on; gRPC's
+  // acceptor then sees accept4() fail (it logs "Failed accept4" once) and
+  // stops watching it, and closes the descriptor itself in Shutdown().
+  DIR* fds = ::opendir("/proc/self/fd");
+  if (fds == nullptr) return 0;
+  int stopped = 0;
+  while (const dirent* entry = ::readdir(fds)) {
+    int fd = -1;
+    if (!absl::SimpleAtoi(entry->d_name, &fd) || fd == ::dirfd(fds)) continue;
+    if (ListeningPort(fd) != port_) continue;
+    if (::shutdown(fd, SHUT_RD) == 0) ++stopped;
+  }
+  ::closedir(fds);
+  return stopped;
 }
 
 void GrpcServer::Shutdown(absl::Duration grace) {
