@@ -63,13 +63,13 @@ class GrpcServer {
   // Sets health (overall and per service); ignored once SetNotServing() was called.
   void SetServing(bool serving);
 
-  // Closes the listening socket(s) of port() (shutdown(2)): from now on new
-  // connections are refused, while established connections keep being served,
-  // new calls on them included, until Shutdown(). Open-source nginx has no
-  // active health checks: a refused connect is what makes it pass the request
-  // to another replica (before sending it) and skip this one. A connection
-  // the kernel completed just before, still waiting to be accepted, is reset.
-  // Returns the number of sockets closed (0 if none was found).
+  // Closes the listening socket(s) of port(): from now on new connections
+  // are refused, while established connections keep being served, new calls
+  // on them included, until Shutdown(). Connections the kernel had completed
+  // but gRPC not yet accepted are accepted and served first (up to 2 s), not
+  // reset. Open-source nginx has no active health checks: a refused connect
+  // is what makes it pass the request to another replica (before sending it)
+  // and skip this one. Returns the number of sockets closed (0: none found).
   int StopListening();
 
   // Stops accepting calls and waits for in-flight ones until `grace` has
