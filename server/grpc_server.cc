@@ -2,11 +2,18 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <dirent.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -16,6 +23,19 @@ namespace {
 
 int Millis(absl::Duration d) {
   return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), std::numeric_limits<int>::max()));
+}
+
+// The local port of socket `fd` when it is listening; -1 otherwise.
+int ListeningPort(int fd) {
+  int listening = 0;
+  socklen_t size = sizeof(listening);
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening == 0) return -1;
+  sockaddr_storage address{};
+  socklen_t address_size = sizeof(address);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_size) != 0) return -1;
+  if (address.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+  if (address.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+  return -1;
 }
 
 }  // namespace
@@ -74,6 +94,52 @@ void GrpcServer::SetServing(bool serving) {
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, serving);
   health->SetServingStatus(serving);
+}
+
+int GrpcServer::StopListening() {
+  // gRPC owns its listeners (one per address family, SO_REUSEPORT clones)
+  // and has no call to stop them without shutting the server down, which
+  // would also refuse new calls on established connections. So, per
+  // listening socket of our port:
+  //  1. a socket filter that drops every packet: new SYNs go unanswered (the
+  //     client retransmits in 1 s, and is then refused), and nothing new
+  //     joins the accept queue;
+  //  2. wait until gRPC's acceptor has taken what was queued (for a listening
+  //     socket TCP_INFO's tcpi_unacked is the accept queue length): closing
+  //     the listener would reset those connections, and a client may already
+  //     have sent its request on one;
+  //  3. shutdown(2): the kernel refuses connections from then on; gRPC's
+  //     acceptor sees accept4() fail (it logs "Failed accept4" once), stops
+  //     watching the socket, and closes it itself in Shutdown().
+  std::vector<int> listeners;
+  if (DIR* fds = ::opendir("/proc/self/fd"); fds != nullptr) {
+    while (const dirent* entry = ::readdir(fds)) {
+      int fd = -1;
+      if (!absl::SimpleAtoi(entry->d_name, &fd) || fd == ::dirfd(fds)) continue;
+      if (ListeningPort(fd) == port_) listeners.push_back(fd);
+    }
+    ::closedir(fds);
+  }
+  sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+  sock_fprog program{};
+  program.len = 1;
+  program.filter = drop_all;
+  for (int fd : listeners) ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program));
+  const absl::Time deadline = absl::Now() + absl::Seconds(2);
+  for (int fd : listeners) {
+    for (;;) {
+      tcp_info info{};
+      socklen_t size = sizeof(info);
+      if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0 || info.tcpi_unacked == 0) break;
+      if (absl::Now() > deadline) break;
+      absl::SleepFor(absl::Milliseconds(1));  // gRPC's acceptor runs on its own threads
+    }
+  }
+  int stopped = 0;
+  for (int fd : listeners) {
+    if (::shutdown(fd, SHUT_RD) == 0) ++stopped;
+  }
+  return stopped;
 }
 
 void GrpcServer::Shutdown(absl::Duration grace) {

@@ -4,7 +4,9 @@
 // grpc.health.v1 health service and server reflection, on one listening port.
 // Health is SERVING once started (callers load and check keys before),
 // follows SetServing() (e.g. NOT_SERVING while no verification key is usable),
-// and is NOT_SERVING for good from SetNotServing() on (drain). Thread-safe.
+// and is NOT_SERVING for good from SetNotServing() on (drain). StopListening()
+// refuses new connections while established ones keep serving (drain behind
+// balancers that only learn from a refused connect). Thread-safe.
 //
 // Connection management (GrpcServerOptions): server keepalive pings, a
 // maximum connection age (so that clients behind L4 balancers reconnect and
@@ -60,6 +62,15 @@ class GrpcServer {
 
   // Sets health (overall and per service); ignored once SetNotServing() was called.
   void SetServing(bool serving);
+
+  // Closes the listening socket(s) of port(): from now on new connections
+  // are refused, while established connections keep being served, new calls
+  // on them included, until Shutdown(). Connections the kernel had completed
+  // but gRPC not yet accepted are accepted and served first (up to 2 s), not
+  // reset. Open-source nginx has no active health checks: a refused connect
+  // is what makes it pass the request to another replica (before sending it)
+  // and skip this one. Returns the number of sockets closed (0: none found).
+  int StopListening();
 
   // Stops accepting calls and waits for in-flight ones until `grace` has
   // passed; then cancels the rest and returns when all are done.

@@ -74,6 +74,10 @@ ABSL_FLAG(absl::Duration, key_reload_interval, absl::Seconds(10),
           "how often key files are checked for changes (reloaded without a restart; also on SIGHUP); 0: only SIGHUP");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "on SIGTERM, time to keep serving while health says NOT_SERVING (for load balancers to notice)");
+ABSL_FLAG(bool, drain_refuse_connections, false,
+          "on SIGTERM, refuse new connections at once (listening socket closed) while established ones keep being "
+          "served through --drain_delay; for balancers without active health checks (open-source nginx), which "
+          "move traffic on a refused connect");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "on SIGTERM, time allowed for in-flight RPCs");
 ABSL_FLAG(std::string, tls_cert, "", "file: PEM certificate chain for the gRPC port (TLS; empty: plain text)");
 ABSL_FLAG(std::string, tls_key, "", "file: PEM private key of --tls_cert");
@@ -99,7 +103,7 @@ constexpr const char* kEnvFlags[] = {
     "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_backup",
     "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "upstream_max_connections", "coalesce", "apiv3_key_file", "certificate_refresh_interval",
     "certificate_refresh_min_interval", "upstream_ca",
-    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay",
+    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay", "drain_refuse_connections",
     "shutdown_grace", "tls_cert", "tls_key", "tls_client_ca", "tls_reload_interval", "metrics_listen", "log_level",
     "keepalive_time", "keepalive_timeout", "max_connection_age", "max_connection_age_grace", "max_concurrent_streams"};
 
@@ -136,6 +140,7 @@ ops::StatsSnapshot Snapshot(const GatewayCore& core, OpsState& state) {
   const wechatpay::RsaSha256Signer::Totals signing = wechatpay::RsaSha256Signer::ProcessTotals();
   s.signatures = signing.signatures;
   s.signing_cpu = signing.cpu;
+  s.coalesced_calls = client.coalesced;
   s.breaker_open = client.breaker_open;
   if (client.attempts > 0) s.clock_skew = client.last_clock_skew;
   std::shared_ptr<const wechatpay::KeyRing> ring = core.keys->Current();
@@ -323,6 +328,11 @@ int Run() {
   Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));
   (*server)->SetNotServing();
   ops_state.serving = false;
+  if (absl::GetFlag(FLAGS_drain_refuse_connections)) {
+    const int closed = (*server)->StopListening();
+    Log(closed > 0 ? LogLevel::kInfo : LogLevel::kWarning, "draining: new connections refused",
+        LogFields().Add("listening_sockets_closed", static_cast<int64_t>(closed)));
+  }
   absl::SleepFor(absl::GetFlag(FLAGS_drain_delay));  // still serving: balancers move traffic away
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
   Log(LogLevel::kInfo, "server shut down");

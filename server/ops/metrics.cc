@@ -107,6 +107,9 @@ class Metrics::StatsCollectable final : public prometheus::Collectable {
     out.push_back(Family("palmgate_signing_cpu_seconds_total",
                          "CPU time spent making request signatures (most of the gateway's CPU).", MetricType::Counter,
                          absl::ToDoubleSeconds(s.signing_cpu)));
+    out.push_back(Family("palmgate_coalesced_calls_total",
+                         "Calls answered from an identical call already in flight (no upstream request of their own).",
+                         MetricType::Counter, static_cast<double>(s.coalesced_calls)));
     out.push_back(Family("palmgate_upstream_breaker_open", "1 while the primary host's circuit breaker is open.",
                          MetricType::Gauge, s.breaker_open ? 1 : 0));
     out.push_back(Family("palmgate_verification_keys", "WeChat Pay verification keys in the key ring.",
@@ -163,11 +166,6 @@ Metrics::Metrics()
                                 .Name("palmgate_verification_failures_total")
                                 .Help("Calls failed because a WeChat Pay response could not be trusted, by reason.")
                                 .Register(*registry_);
-  coalesced_ = &prometheus::BuildCounter()
-                    .Name("palmgate_coalesced_calls_total")
-                    .Help("Calls answered from an identical call already in flight (no upstream request of their own).")
-                    .Register(*registry_)
-                    .Add({});
 }
 
 Metrics::~Metrics() { exposer_.reset(); }
@@ -210,8 +208,6 @@ void Metrics::UpstreamResponse(absl::string_view host, int http_status, absl::st
       .Increment();
   upstream_latency_->Add({{"host", std::string(host)}}, LatencyBuckets()).Observe(absl::ToDoubleSeconds(latency));
 }
-
-void Metrics::CoalescedCall() { coalesced_->Increment(); }
 
 std::string Metrics::Render() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();

@@ -5,10 +5,11 @@
 //
 // Recorded as they happen: RPCs by method and code, RPC latency, in-flight
 // RPCs, upstream requests by host / HTTP status / WeChat Pay code, upstream
-// latency, verification failures by reason, coalesced calls. Read on each
-// scrape from a StatsSnapshot source: upstream attempts, retries, failovers,
-// key refreshes, breaker state, keys in the ring, seconds until the earliest
-// certificate expires, last key refresh, measured clock skew.
+// latency, verification failures by reason. Read on each scrape from a
+// StatsSnapshot source: upstream attempts, retries, failovers, key refreshes,
+// coalesced calls (calls that joined an identical call in flight), breaker
+// state, keys in the ring, seconds until the earliest certificate expires,
+// last key refresh, measured clock skew.
 //
 // No label ever holds an openid or other user data: label values are method
 // names from a fixed set, gRPC code names, configured hosts, HTTP statuses,
@@ -48,6 +49,7 @@ struct StatsSnapshot {
   int64_t key_refreshes = 0;          // unknown-serial refreshes requested
   int64_t signatures = 0;             // request signatures made (RSA-2048)
   absl::Duration signing_cpu;         // thread CPU time they took
+  int64_t coalesced_calls = 0;        // calls that joined an identical call in flight (--coalesce)
   bool breaker_open = false;
   int64_t verification_keys = 0;
   std::optional<absl::Time> earliest_certificate_expiry;  // none: no certificate in the ring
@@ -76,8 +78,6 @@ class Metrics {
   void VerificationFailure(absl::string_view reason);
   void UpstreamResponse(absl::string_view host, int http_status, absl::string_view wechatpay_code,
                         absl::Duration latency);
-  // A call answered from another in-flight call's upstream result.
-  void CoalescedCall();
 
   // The text exposition of everything (what /metrics serves).
   std::string Render() const;
@@ -96,7 +96,6 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* upstream_requests_;
   prometheus::Family<prometheus::Histogram>* upstream_latency_;
   prometheus::Family<prometheus::Counter>* verification_failures_;
-  prometheus::Counter* coalesced_;
 };
 
 // Returns the canonical name of a gRPC status code ("OK", "NOT_FOUND"…).

@@ -681,7 +681,52 @@ class PackagingTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, describe(proc))
         proc = run([compose, "-f", "docker-compose.yml", "config", "--services"], cwd=SOURCE_DIR)
         self.assertEqual(proc.returncode, 0, describe(proc))
-        self.assertEqual(sorted(proc.stdout.split()), ["gateway", "keygen", "sandbox"])
+        self.assertEqual(sorted(proc.stdout.split()), ["gateway-1", "gateway-2", "keygen", "lb", "sandbox"])
+
+    def test_compose_balancer_and_health_checks(self):
+        import yaml  # python3-yaml: a dependency of Debian's docker-compose
+        proc = run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=SOURCE_DIR)
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        services = yaml.safe_load(proc.stdout)["services"]
+        template_path = os.path.join(SOURCE_DIR, "deploy", "nginx", "palmgate.conf.template")
+        with open(template_path) as f:
+            template = f.read()
+        gateways = ["gateway-1", "gateway-2"]
+        listens = []
+        for name in gateways:
+            gateway = services[name]
+            listen = gateway["environment"]["PALMGATE_LISTEN"]
+            listens.append(listen)
+            # The image's HEALTHCHECK asks port 50051; each replica's own check asks its own port.
+            self.assertEqual(gateway["healthcheck"]["test"],
+                             ["CMD", "palmctl", "health", "--addr", listen, "--timeout", "3s"])
+            # Drain for nginx: refuse connections at once, serve established ones longer than nginx
+            # may keep a connection it could start a request on.
+            self.assertEqual(str(gateway["environment"]["PALMGATE_DRAIN_REFUSE_CONNECTIONS"]), "true")
+            keep = [float(re.search(rf"(?m)^\s*{d}\s+(\d+)s;", template).group(1))
+                    for d in ("keepalive_time", "keepalive_timeout")]
+            drain = re.fullmatch(r"(\d+)s", gateway["environment"]["PALMGATE_DRAIN_DELAY"])
+            self.assertIsNotNone(drain)
+            self.assertGreater(float(drain.group(1)), sum(keep))
+            self.assertEqual(gateway["stop_signal"], "SIGTERM")
+        self.assertEqual(len(set(listens)), 2)
+        lb = services["lb"]
+        self.assertRegex(lb["image"], r"^nginx:")
+        for name in gateways:
+            self.assertEqual(lb["depends_on"][name]["condition"], "service_healthy")
+        self.assertIn("test", lb["healthcheck"])
+        # The balancer runs the same template as the drain test, filled from its environment.
+        mounted = [str(v).split(":/etc/nginx/templates/")[0] for v in lb["volumes"]
+                   if ":/etc/nginx/templates/" in str(v)]
+        self.assertEqual([os.path.realpath(m) for m in mounted], [os.path.realpath(template_path)], lb["volumes"])
+        variables = set(re.findall(r"\$\{(\w+)\}", template))
+        self.assertEqual(variables, {"PALMGATE_LB_LISTEN", "PALMGATE_REPLICA_1", "PALMGATE_REPLICA_2"})
+        self.assertLessEqual(variables, set(lb["environment"]))
+        self.assertEqual(sorted([lb["environment"]["PALMGATE_REPLICA_1"], lb["environment"]["PALMGATE_REPLICA_2"]]),
+                         sorted(listens))
+        lb_port = lb["environment"]["PALMGATE_LB_LISTEN"].rsplit(":", 1)[1]
+        # compose 1.29 prints short port syntax as "host_ip:published:target/tcp".
+        self.assertIn(f"127.0.0.1:50051:{lb_port}/tcp", [str(p) for p in services["sandbox"]["ports"]])
 
     def test_compose_configures_gateway_by_environment(self):
         with open(os.path.join(SOURCE_DIR, "docker-compose.yml")) as f:
@@ -713,7 +758,8 @@ class PackagingTest(unittest.TestCase):
             def argv(service):  # as the container would run it: `$$` is compose's escape for `$`
                 return [a.replace(mount, keys).replace("$$", "$") for a in services[service]["command"]]
 
-            for volume in services["gateway"]["volumes"] + services["sandbox"]["volumes"]:
+            for volume in (services["gateway-1"]["volumes"] + services["gateway-2"]["volumes"] +
+                           services["sandbox"]["volumes"]):
                 self.assertIn(mount, str(volume))
             proc = run(argv("keygen"), env=env)
             self.assertEqual(proc.returncode, 0, describe(proc))
@@ -724,22 +770,24 @@ class PackagingTest(unittest.TestCase):
                                            r"PUB_KEY_ID_\d+\n$")
             sandbox_argv = [a if not a.startswith("--listen=") else "--listen=127.0.0.1:0" for a in argv("sandbox")]
             sandbox = Child("compose-sandbox", sandbox_argv, tmp, env=env)
-            gateway = None
+            gateways = []
             try:
                 port = sandbox.address.rsplit(":", 1)[1]
-                gw_env = dict(env)
-                for name, value in services["gateway"]["environment"].items():
-                    gw_env[name] = str(value).replace(mount, keys)
-                self.assertEqual(gw_env["PALMGATE_UPSTREAM"], "https://localhost:8443")
-                gw_env["PALMGATE_UPSTREAM"] = f"https://localhost:{port}"
-                gw_env["PALMGATE_LISTEN"] = "127.0.0.1:0"
-                gateway = Child("compose-gateway", argv("gateway"), tmp, env=gw_env)
-                proc = run([need_env("PGT_PALMCTL"), "get", "--addr", gateway.address, "--openid", "o-compose",
-                            "--organization_id", ORG, "--timeout", "10s"])
-                self.assertEqual(proc.returncode, 0, describe(proc))
-                self.assertEqual(key_value_lines(proc.stdout)["state"], "AUTHORIZATION_STATE_NONE")
+                for name in ("gateway-1", "gateway-2"):
+                    gw_env = dict(env)
+                    for key, value in services[name]["environment"].items():
+                        gw_env[key] = str(value).replace(mount, keys)
+                    self.assertEqual(gw_env["PALMGATE_UPSTREAM"], "https://localhost:8443")
+                    gw_env["PALMGATE_UPSTREAM"] = f"https://localhost:{port}"
+                    gw_env["PALMGATE_LISTEN"] = "127.0.0.1:0"
+                    gateway = Child("compose-" + name, argv(name), tmp, env=gw_env)
+                    gateways.append(gateway)
+                    proc = run([need_env("PGT_PALMCTL"), "get", "--addr", gateway.address, "--openid", "o-compose",
+                                "--organization_id", ORG, "--timeout", "10s"])
+                    self.assertEqual(proc.returncode, 0, describe(proc))
+                    self.assertEqual(key_value_lines(proc.stdout)["state"], "AUTHORIZATION_STATE_NONE")
             finally:
-                if gateway:
+                for gateway in gateways:
                     gateway.stop()
                 sandbox.stop()
 

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -97,7 +98,8 @@ class OpsProcessTest : public ::testing::Test {
     options.seed_json = absl::StrCat(R"({"users":[{"openid":")", kOpenid,
                                      R"(","organization_id":"1004","state":"AUTHORIZATION_STATE_ON"},
         {"openid":"o-corrupt","organization_id":"1004","state":"AUTHORIZATION_STATE_ON","fault":"corrupt_signature"},
-        {"openid":"o-limited","organization_id":"1004","state":"AUTHORIZATION_STATE_ON","fault":"status=429"}]})");
+        {"openid":"o-limited","organization_id":"1004","state":"AUTHORIZATION_STATE_ON","fault":"status=429"},
+        {"openid":"o-slow","organization_id":"1004","state":"AUTHORIZATION_STATE_ON","fault":"latency=1500"}]})");
     auto sandbox = SandboxProcess::Start(options);
     ASSERT_THAT(sandbox, IsOk());
     sandbox_ = *std::move(sandbox);
@@ -304,6 +306,64 @@ TEST_F(OpsProcessTest, MetricsScrapeShowsRpcsUpstreamVerificationAndKeysWithoutU
   EXPECT_THAT(text, Not(HasSubstr(kOpenid)));
   EXPECT_THAT(text, Not(HasSubstr("o-corrupt")));
   EXPECT_THAT(text, Not(HasSubstr("o-limited")));
+  channel.reset();
+  EXPECT_THAT(gateway_->Stop(), IsOkAndHolds(0));
+}
+
+TEST_F(OpsProcessTest, MetricsCountCallsThatJoinAnIdenticalCallInFlight) {
+  StartGateway({"--metrics_listen=127.0.0.1:0", "--coalesce=true"});
+  std::string metrics_address;
+  for (const nlohmann::json& j : LogObjects()) {
+    if (j.value("message", "") == "metrics serving") metrics_address = j.value("address", "");
+  }
+  ASSERT_FALSE(metrics_address.empty()) << "no 'metrics serving' log line";
+  auto scrape = [&]() -> std::string {
+    testing::TestHttpRequest request;
+    request.target = "/metrics";
+    auto scraped = testing::HttpFetch("http://" + metrics_address, request);
+    EXPECT_THAT(scraped, IsOk());
+    return scraped.ok() ? scraped->body : "";
+  };
+  EXPECT_EQ(Sample(scrape(), "palmgate_coalesced_calls_total"), 0);
+
+  // Four identical queries at once; the sandbox answers this user after 1.5 s,
+  // so the first one's upstream call is still in flight when the others arrive.
+  constexpr int kCalls = 4;
+  auto channel = Channel(gateway_->address(), grpc::InsecureChannelCredentials());
+  auto stub = palmgate::v1::PalmAuthorization::NewStub(channel);
+  struct Pending {
+    grpc::ClientContext ctx;
+    palmgate::v1::GetAuthorizationRequest request;
+    palmgate::v1::Authorization response;
+    grpc::Status status;
+  };
+  std::vector<Pending> calls(kCalls);
+  absl::Mutex mu;
+  int done = 0;
+  for (Pending& call : calls) {
+    call.ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    call.request.set_openid("o-slow");
+    call.request.set_organization_id("1004");
+    stub->async()->GetAuthorization(&call.ctx, &call.request, &call.response, [&mu, &done, &call](grpc::Status s) {
+      absl::MutexLock lock(&mu);
+      call.status = std::move(s);
+      ++done;
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(+[](int* d) { return *d == kCalls; }, &done));
+  }
+  for (const Pending& call : calls) EXPECT_TRUE(call.status.ok()) << call.status.error_message();
+
+  const std::string text = scrape();
+  const double coalesced = Sample(text, "palmgate_coalesced_calls_total");
+  const double upstream_ok = Sample(
+      text, "palmgate_upstream_requests_total{host=\"" + sandbox_->base_url() + "\",status=\"200\",wechatpay_code=\"none\"}");
+  EXPECT_GE(coalesced, 1) << text;
+  // Every call either made the upstream request or joined one: nothing is counted twice or lost.
+  EXPECT_EQ(coalesced + upstream_ok, kCalls) << text;
+  EXPECT_THAT(text, Not(HasSubstr("o-slow")));
   channel.reset();
   EXPECT_THAT(gateway_->Stop(), IsOkAndHolds(0));
 }
