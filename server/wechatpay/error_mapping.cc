@@ -4,16 +4,16 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/utf8.h"
 
 namespace palmgate::wechatpay {
 namespace {
 
 constexpr size_t kMaxKeptText = 512;  // bound what an error body can put in a status
 
-std::string Bounded(std::string s) {
-  if (s.size() > kMaxKeptText) s.resize(kMaxKeptText);
-  return s;
-}
+// Kept texts end up in proto3 strings (ErrorInfo metadata), which must be valid
+// UTF-8: the cut never splits a character and stray bytes (a header) become '?'.
+std::string Bounded(absl::string_view s) { return ToBoundedUtf8(s, kMaxKeptText); }
 
 absl::Duration RetryAfter(const HttpResponse& response) {
   int64_t seconds = 0;
@@ -48,7 +48,7 @@ absl::Status ClassifyHttpStatus(const HttpResponse& response) {
   if (response.status >= 200 && response.status <= 299 && response.status != 202) return absl::OkStatus();
   UpstreamError e;
   e.http_status = response.status;
-  e.request_id = Bounded(std::string(response.headers.GetOrEmpty("Request-ID")));
+  e.request_id = Bounded(response.headers.GetOrEmpty("Request-ID"));
   nlohmann::json body = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_object()) {
     if (auto it = body.find("code"); it != body.end() && it->is_string()) {

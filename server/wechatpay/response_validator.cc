@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
+#include "server/common/utf8.h"
 #include "server/crypto/base64.h"
 #include "server/wechatpay/error.h"
 #include "server/wechatpay/error_mapping.h"
@@ -45,8 +46,8 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
 
   UpstreamError e;
   e.http_status = response.status;
-  e.request_id = std::string(response.headers.GetOrEmpty("Request-ID"));
-  if (e.request_id.size() > kMaxSerialInError) e.request_id.resize(kMaxSerialInError);
+  // Header bytes reach the gRPC answer (proto3 strings, UTF-8 only): kept as valid UTF-8.
+  e.request_id = ToBoundedUtf8(response.headers.GetOrEmpty("Request-ID"), kMaxSerialInError);
   auto fail = [&e](ErrorReason reason, std::string message) {
     e.reason = reason;
     return MakeError(absl::StatusCode::kInternal, absl::StrCat("verify response: ", message), e);
@@ -67,7 +68,7 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
                              " on a 2xx response (an unsigned success is treated as forged)"));
   }
 
-  e.serial = std::string(serial->substr(0, kMaxSerialInError));
+  e.serial = ToBoundedUtf8(*serial, kMaxSerialInError);
   int64_t ts = 0;
   if (!ParseTimestamp(*timestamp, &ts)) {
     return fail(ErrorReason::kResponseTimestampInvalid, "Wechatpay-Timestamp is not a decimal unix time");
