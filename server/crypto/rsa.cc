@@ -185,6 +185,15 @@ absl::StatusOr<RsaPrivateKey> RsaPrivateKey::FromPem(absl::string_view pem) {
         "no PEM private key found (expected an unencrypted PKCS#8 or PKCS#1 RSA key, like apiclient_key.pem)");
   }
   PALMGATE_RETURN_IF_ERROR(CheckRsa2048(key.get(), "private key"));
+  // The PEM parser does not check that the parts belong together (n = p*q, d
+  // inverts e): an inconsistent key would sign every request wrongly and be
+  // noticed only as WeChat Pay's SIGN_ERROR. Refuse it at load.
+  SslPtr<EVP_PKEY_CTX> check(EVP_PKEY_CTX_new_from_pkey(nullptr, key.get(), nullptr));
+  if (check == nullptr) return SslErrorStatus("EVP_PKEY_CTX_new_from_pkey");
+  if (EVP_PKEY_pairwise_check(check.get()) != 1) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError("private key is inconsistent (its parts do not form an RSA key pair)");
+  }
   return RsaPrivateKey(Share(std::move(key)));
 }
 

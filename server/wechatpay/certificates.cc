@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
+#include "server/common/utf8.h"
 #include "server/crypto/aes_gcm.h"
 #include "server/crypto/base64.h"
 #include "server/crypto/secret.h"
@@ -58,7 +59,7 @@ absl::StatusOr<std::vector<crypto::Certificate>> ParseCertificatesResponse(absl:
     PALMGATE_ASSIGN_OR_RETURN(std::string algorithm, StringField(*enc, "algorithm", i));
     if (algorithm != "AEAD_AES_256_GCM") {
       return absl::InvalidArgumentError(absl::StrCat("certificates: data[", i, "] uses unsupported algorithm \"",
-                                                     algorithm.substr(0, 40), "\""));
+                                                     ToBoundedUtf8(algorithm, 40), "\""));
     }
     PALMGATE_ASSIGN_OR_RETURN(std::string nonce, StringField(*enc, "nonce", i));
     PALMGATE_ASSIGN_OR_RETURN(std::string aad, StringField(*enc, "associated_data", i));
@@ -66,7 +67,7 @@ absl::StatusOr<std::vector<crypto::Certificate>> ParseCertificatesResponse(absl:
     absl::StatusOr<std::string> pem = DecryptAeadAes256Gcm(apiv3_key, nonce, aad, ciphertext);
     if (!pem.ok()) {
       return absl::Status(pem.status().code(),
-                          absl::StrCat("certificates: data[", i, "] (", serial_no.substr(0, 64), "): ", pem.status().message()));
+                          absl::StrCat("certificates: data[", i, "] (", ToBoundedUtf8(serial_no, 64), "): ", pem.status().message()));
     }
     absl::StatusOr<crypto::Certificate> cert = crypto::Certificate::FromPem(*pem);
     crypto::WipeString(*pem);  // decrypted under the APIv3 key: no plaintext copy stays in freed memory
@@ -74,7 +75,7 @@ absl::StatusOr<std::vector<crypto::Certificate>> ParseCertificatesResponse(absl:
       return absl::InvalidArgumentError(absl::StrCat("certificates: data[", i, "]: ", cert.status().message()));
     }
     if (absl::AsciiStrToUpper(serial_no) != cert->serial()) {
-      return absl::InvalidArgumentError(absl::StrCat("certificates: data[", i, "] says serial ", serial_no.substr(0, 64),
+      return absl::InvalidArgumentError(absl::StrCat("certificates: data[", i, "] says serial ", ToBoundedUtf8(serial_no, 64),
                                                      " but the certificate has ", cert->serial()));
     }
     out.push_back(*std::move(cert));

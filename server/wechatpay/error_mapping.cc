@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/utf8.h"
 
 namespace palmgate::wechatpay {
 namespace {
@@ -14,15 +15,9 @@ constexpr size_t kMaxKeptText = 512;  // bound what an error body can put in a s
 // and a 256 KB body can nest 100,000 levels deep (a stack overflow).
 constexpr int kMaxJsonDepth = 32;
 
-// Keeps at most kMaxKeptText bytes of valid UTF-8 (text from a parsed JSON
-// string or from dump()), never splitting a multi-byte character.
-std::string Bounded(std::string s) {
-  if (s.size() <= kMaxKeptText) return s;
-  size_t cut = kMaxKeptText;
-  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // continuation byte
-  s.resize(cut);
-  return s;
-}
+// Kept texts end up in proto3 strings (ErrorInfo metadata), which must be valid
+// UTF-8: the cut never splits a character and stray bytes (a header) become '?'.
+std::string Bounded(absl::string_view s) { return ToBoundedUtf8(s, kMaxKeptText); }
 
 // Parses `body`, dropping every object or array nested deeper than kMaxJsonDepth
 // (the levels above stay). nlohmann's parser itself is iterative, and its

@@ -16,6 +16,10 @@
 namespace palmgate::wechatpay {
 namespace {
 
+// The range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+const absl::Time kMinTimestamp = absl::FromUnixSeconds(-62135596800);
+const absl::Time kMaxTimestamp = absl::FromUnixSeconds(253402300799) + absl::Nanoseconds(999999999);
+
 absl::Status Malformed(absl::string_view why, const std::string& request_id) {
   UpstreamError e;
   e.reason = ErrorReason::kUpstreamMalformedResponse;
@@ -52,7 +56,12 @@ absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view bod
   if (!r.authorize_time_raw.empty()) {
     absl::Time t;
     std::string err;
-    if (absl::ParseTime(absl::RFC3339_full, r.authorize_time_raw, &t, &err)) r.authorize_time = t;
+    // Only times a google.protobuf.Timestamp can hold (years 1-9999): the
+    // answer's clients must be able to read it. Others keep only the raw text.
+    if (absl::ParseTime(absl::RFC3339_full, r.authorize_time_raw, &t, &err) && t >= kMinTimestamp &&
+        t <= kMaxTimestamp) {
+      r.authorize_time = t;
+    }
   }
   return r;
 }

@@ -66,7 +66,7 @@ struct AuthorizationResult {
   std::string openid;
   std::string organization_id;
   std::string state;  // e.g. "AUTHORIZATION_STATE_ON"; passed through verbatim
-  std::optional<absl::Time> authorize_time;
+  std::optional<absl::Time> authorize_time;  // nullopt also outside years 1-9999 (google.protobuf.Timestamp)
   std::string authorize_time_raw;  // as sent, kept even when it does not parse as RFC 3339
   std::string request_id;          // WeChat Pay's Request-ID
   std::string verified_by;         // serial of the key that verified the signature

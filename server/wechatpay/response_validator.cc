@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
+#include "server/common/utf8.h"
 #include "server/crypto/base64.h"
 #include "server/wechatpay/error.h"
 #include "server/wechatpay/error_mapping.h"

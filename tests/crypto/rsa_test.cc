@@ -142,5 +142,18 @@ TEST(CertificateTest, IssuesACertificateChain) {
   EXPECT_EQ(ca.serial().size(), 40u);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/pem_keys/crash-inconsistent-private-key):
+// a PKCS#1 key whose modulus is not p*q was accepted, and would have signed
+// every request wrongly.
+TEST(RsaPrivateKeyTest, RefusesInconsistentKey) {
+  std::string pem = ReadTestData("keys/go_key_pkcs1.pem");
+  ASSERT_THAT(RsaPrivateKey::FromPem(pem), IsOk());
+  const std::string modulus_part = "Gtjcquw4HNxJQUOmDeJf2vg6byms9RUipiq4SzbJKqJFlUpbuIPDpSpWz10PYmyC";
+  const size_t at = pem.find(modulus_part);
+  ASSERT_NE(at, std::string::npos);
+  pem.replace(at, modulus_part.size(), "Gtjcquw4HNxJQUOmDeJf2vg6byms9RUipiBNlKIAwwHICEgnj1PDpSpWz10PYmyC");
+  EXPECT_THAT(RsaPrivateKey::FromPem(pem), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inconsistent")));
+}
+
 }  // namespace
 }  // namespace palmgate::crypto

@@ -5,6 +5,7 @@
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "server/service/request_mapping.h"
+#include "service/wire/get_authorization_request.pb.h"
 #include "server/wechatpay/error.h"
 
 namespace palmgate::service {
@@ -109,6 +110,22 @@ TEST(RequestMappingTest, MapsAVerifiedAnswer) {
   palmgate::v1::Authorization out2;
   ToAuthorization(no_time, &out2);
   EXPECT_FALSE(out2.has_authorize_time());
+}
+
+// Found by fuzzing (tests/fuzz/corpus/request_validator/crash-superseded-invalid-utf8-field),
+// kept as documented behaviour: protobuf keeps the last occurrence of a field,
+// and the wire image checks only that one; palmgate.v1's parser would also
+// refuse an earlier occurrence with invalid UTF-8. The values used are valid.
+TEST(RequestMappingTest, OnlyTheLastOccurrenceOfAFieldIsValidated) {
+  const std::string bytes("\x0a\x02\xff\xfe\x0a\x06second\x12\x01\x31", 15);
+  palmgate::internal::wire::GetAuthorizationRequest wire;
+  ASSERT_TRUE(wire.ParseFromString(bytes));
+  EXPECT_EQ(wire.openid(), "second");
+  EXPECT_TRUE(ValidateRequest(wire.openid(), wire.organization_id()).empty());
+  palmgate::v1::GetAuthorizationRequest used;
+  ASSERT_TRUE(used.ParseFromString(wire.SerializeAsString()));
+  EXPECT_EQ(used.openid(), "second");
+  EXPECT_EQ(used.organization_id(), "1");
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/utf8.h"
 #include "tests/testing/test_matchers.h"
 
 namespace palmgate::wechatpay {
@@ -143,6 +144,25 @@ TEST(ErrorTest, PayloadRoundTripsAndSurvivesInvalidUtf8) {
   EXPECT_EQ(back->request_id, "RID");
   EXPECT_FALSE(GetUpstreamError(absl::OkStatus()).has_value());
   EXPECT_EQ(GetReason(absl::InternalError("plain")), ErrorReason::kUnspecified);
+}
+
+// Found by fuzzing (tests/fuzz/corpus/error_body/crash-utf8-cut-at-512-bytes): a
+// message over the 512-byte bound was cut inside a character, leaving invalid
+// UTF-8 for the ErrorInfo metadata (proto3 strings) and, once replaced, more
+// than 512 bytes. Stray header bytes in the Request-ID had the same effect.
+TEST(ErrorMappingTest, KeptTextsAreBoundedValidUtf8) {
+  HttpResponse r;
+  r.status = 400;
+  r.headers.Add("Request-ID", "08F5\xff\xfe-1");
+  std::string message;
+  for (int i = 0; i < 60; ++i) message += "参数错误";  // 720 bytes
+  r.body = absl::StrCat(R"({"code":"PARAM_ERROR","message":")", message, R"("})");
+  auto e = GetUpstreamError(ClassifyHttpStatus(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->wechatpay_message.size(), 510u);  // 170 whole characters of 3 bytes
+  EXPECT_TRUE(IsValidUtf8(e->wechatpay_message));
+  EXPECT_EQ(message.substr(0, 510), e->wechatpay_message);
+  EXPECT_EQ(e->request_id, "08F5?" "?-1");  // split: "??-" would be a trigraph
 }
 
 }  // namespace

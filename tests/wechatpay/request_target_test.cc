@@ -117,5 +117,15 @@ TEST(Utf8Test, ValidatesUtf8) {
   EXPECT_FALSE(IsValidUtf8("\x80"));
 }
 
+// Found by fuzzing (tests/fuzz): the bound of kept texts cut characters in half.
+TEST(Utf8Test, ToBoundedUtf8CutsBetweenCharactersAndReplacesStrayBytes) {
+  EXPECT_EQ(ToBoundedUtf8("ascii", 3), "asc");
+  EXPECT_EQ(ToBoundedUtf8("\xe4\xb8\xad\xe6\x96\x87", 5), "\xe4\xb8\xad");  // 中 of 中文: 文 does not fit
+  EXPECT_EQ(ToBoundedUtf8("a\xff" "b\xc4" "C", 10), "a?b?C");
+  EXPECT_EQ(ToBoundedUtf8("\xed\xa0\x80", 10), "???");  // a surrogate is three stray bytes
+  EXPECT_EQ(ToBoundedUtf8("", 10), "");
+  EXPECT_EQ(ToBoundedUtf8("\xf0\x9f\x98\x80", 3), "");
+}
+
 }  // namespace
 }  // namespace palmgate::wechatpay

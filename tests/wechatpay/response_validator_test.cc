@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/utf8.h"
 #include "server/crypto/base64.h"
 #include "server/crypto/rsa.h"
 #include "server/wechatpay/error.h"
@@ -254,6 +255,21 @@ TEST_F(ResponseValidatorTest, ErrorStatusesAreClassifiedBeforeSignatures) {
   HttpResponse signed_error = SignedResponse(kPubKeyId, R"({"code":"NO_AUTH","message":"x"})", kD3Signature);
   signed_error.status = 403;
   EXPECT_THAT(ValidateResponse(signed_error, *mixed_, kSignedAt), StatusIs(absl::StatusCode::kPermissionDenied));
+}
+
+// Found by fuzzing (tests/fuzz/corpus/response_validator/crash-request-id-invalid-utf8):
+// header bytes that are not UTF-8 went into the gRPC answer's
+// wechatpay_request_id, a proto3 string no client can then decode.
+TEST_F(ResponseValidatorTest, HeaderTextIsKeptAsValidUtf8) {
+  const auto resp = With(SignedResponse(kPubKeyId, kD3Body, kD3Signature), "Request-ID",
+                         "08F5B8C2B506102C18FDDFEEA30620BE821E28E\xc4" "C405-0");
+  PALMGATE_ASSERT_OK_AND_ASSIGN(VerifiedResponse v, ValidateResponse(resp, *mixed_, kSignedAt));
+  EXPECT_EQ(v.request_id, "08F5B8C2B506102C18FDDFEEA30620BE821E28E?C405-0");
+
+  auto unknown = ValidateResponse(With(resp, "Wechatpay-Serial", "PUB_KEY_ID_\xff"), *mixed_, kSignedAt);
+  EXPECT_EQ(ReasonOf(unknown), ErrorReason::kUnknownWechatpaySerial);
+  EXPECT_TRUE(IsValidUtf8(unknown.status().message()));
+  EXPECT_EQ(GetUpstreamError(unknown.status())->serial, "PUB_KEY_ID_?");
 }
 
 }  // namespace
