@@ -22,7 +22,11 @@ using ::testing::StartsWith;
 class GatewayConfigTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(::testing::TempDir() + "/gateway_config_keys");
+    // A directory of its own: ctest runs each test of this suite as a separate
+    // process in parallel, and a shared one was regenerated under a reader's feet.
+    auto dir = testing::MakeTempDir("gateway_config_keys");
+    ASSERT_THAT(dir, IsOk());
+    dir_ = new std::string(*dir + "/keys");
     ASSERT_THAT(testing::RunSandboxKeygen(*dir_, {"--force"}), IsOk());
   }
   static void TearDownTestSuite() { delete dir_; }
