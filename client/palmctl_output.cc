@@ -31,8 +31,7 @@ void AppendErrorInfo(const google::rpc::ErrorInfo& info, std::string* out) {
 
 }  // namespace
 
-std::string StatusCodeName(grpc::StatusCode code) {
-  const int n = static_cast<int>(code);
+std::string StatusCodeName(int n) {
   if (n >= 0 && n < static_cast<int>(std::size(kCodeNames))) return kCodeNames[n];
   return absl::StrCat("CODE_", n);
 }
@@ -59,7 +58,7 @@ absl::StatusOr<std::string> FormatAuthorizationJson(const palmgate::v1::Authoriz
 }
 
 std::string FormatError(const grpc::Status& status) {
-  std::string out = absl::StrCat("error: ", StatusCodeName(status.error_code()), ": ", status.error_message(), "\n");
+  std::string out = absl::StrCat("error: ", StatusCodeName(static_cast<int>(status.error_code())), ": ", status.error_message(), "\n");
   if (status.error_details().empty()) return out;
   google::rpc::Status rich;
   if (!rich.ParseFromString(status.error_details())) {

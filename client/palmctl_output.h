@@ -19,8 +19,9 @@
 namespace palmgate::client {
 
 // Returns the upper-snake name of a gRPC status code ("INVALID_ARGUMENT"),
-// or "CODE_<n>" for a number outside google.rpc.Code.
-std::string StatusCodeName(grpc::StatusCode code);
+// or "CODE_<n>" for a number outside google.rpc.Code. Takes the number: a
+// code from the wire may be one grpc::StatusCode cannot hold.
+std::string StatusCodeName(int code);
 
 // Returns `authorization` as "name: value" lines: state, authorize_time (RFC
 // 3339, UTC), openid, organization_id, wechatpay_state, request_id. An unset

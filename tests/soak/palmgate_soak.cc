@@ -91,7 +91,15 @@ ABSL_FLAG(std::string, json, "", "also write the summary as JSON to this file");
 ABSL_FLAG(bool, keep_logs, false, "keep the gateway log (path printed) even when the run passes");
 
 namespace palmgate::soak {
+// GCC defines __SANITIZE_ADDRESS__; clang (scripts/test --asan builds with it) answers __has_feature.
 #if defined(__SANITIZE_ADDRESS__)
+#define PALMGATE_SOAK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PALMGATE_SOAK_ASAN 1
+#endif
+#endif
+#if defined(PALMGATE_SOAK_ASAN)
 constexpr bool kAddressSanitizer = true;
 #else
 constexpr bool kAddressSanitizer = false;

@@ -183,8 +183,7 @@ class FakeTransport final : public HttpTransport {
     return id;
   }
   void Cancel(TransferId) override {}
-  // HttpTransport::Schedule (not marked override: builds with or without it in the interface).
-  void Schedule(absl::Duration, absl::AnyInvocable<void() &&> fn) {
+  void Schedule(absl::Duration, absl::AnyInvocable<void() &&> fn) override {
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(fn));
   }
