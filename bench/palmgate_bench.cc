@@ -4,12 +4,14 @@
 // loopback (HTTPS upstream by default, --http for plain HTTP) with gRPC's
 // callback client API, and prints one table row per scenario:
 //
-//   saturation  closed loop, --concurrency RPCs in flight, no upstream latency
+//   saturation  closed loop, --concurrency RPCs in flight, no upstream latency;
+//               --saturation_runs independent runs, the row is the median ratio
 //   slow        --slow_inflight RPCs in flight, sandbox --latency_ms=--slow_latency_ms
 //   steady      open loop at half the saturation rate for --steady_duration; the
 //               same load is first sent straight to the sandbox by an in-process
 //               PalmServiceClient (same library, same signing and verification),
 //               and the row reports how much p99 the gateway adds over that
+//               (a direct run that stalled, p99 > 10 x p50, is run again)
 //   coalesce    Zipf-skewed keys, --coalesce on and off: upstream calls per RPC
 //
 // For every row: gateway CPU (user+sys from /proc/<pid>/stat) per RPC, the
@@ -58,6 +60,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -78,6 +81,8 @@ ABSL_FLAG(std::string, scenarios, "saturation,slow,steady,coalesce", "comma-sepa
 ABSL_FLAG(bool, http, false, "plain HTTP upstream instead of HTTPS");
 ABSL_FLAG(bool, smoke, false, "a few seconds in all: tiny loads, checks errors only");
 ABSL_FLAG(int, concurrency, 64, "saturation: RPCs in flight");
+ABSL_FLAG(int, saturation_runs, 5,
+          "saturation: independent runs (fresh sandbox and gateway each); the row is the run with the median ratio");
 ABSL_FLAG(absl::Duration, warmup, absl::Seconds(3), "load before each measurement (connections, caches)");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(15), "measurement time of saturation, slow and coalesce");
 ABSL_FLAG(int, slow_inflight, 2000, "slow: RPCs in flight");
@@ -85,6 +90,9 @@ ABSL_FLAG(int, slow_latency_ms, 100, "slow: sandbox --latency_ms");
 ABSL_FLAG(int, slow_ramp_per_second, 200,
           "slow: RPCs added per second until --slow_inflight (new upstream TLS connections per second)");
 ABSL_FLAG(absl::Duration, steady_duration, absl::Seconds(60), "steady: measurement time (each of the two runs)");
+ABSL_FLAG(int, steady_baseline_tries, 3,
+          "steady: direct runs at most; one whose p99 is over 10x its p50 (a stall of the host, not of the "
+          "code measured) is run again, and the last one counts");
 ABSL_FLAG(double, steady_rate, 0, "steady: RPCs per second (0: half the saturation rate measured in this run)");
 ABSL_FLAG(int, users, 1000, "seeded users (distinct keys)");
 ABSL_FLAG(double, zipf_s, 1.1, "coalesce: Zipf exponent of the key popularity");
@@ -691,6 +699,9 @@ struct Row {
   double peak_rss_mb = 0;
   double upstream_per_rpc = 0;
   double baseline_p99_ms = -1;  // steady: the direct run
+  double baseline_p50_ms = -1;
+  int baseline_runs = 0;
+  bool baseline_stable = true;  // the direct run that counts had p99 <= 10 x p50
   double added_p99_ms = -1;
   double target_rps = -1;       // slow: 90 % of min(latency bound, CPU bound)
   std::vector<std::string> error_samples;
@@ -756,11 +767,20 @@ class Bench {
         std::cerr << "bench: steady: cannot set up the direct client" << std::endl;
         std::exit(2);
       }
-      Recorder recorder;
-      RunOpenLoop(direct.get(), setup_.users, picker, &recorder, rate, warmup, duration);
-      row.baseline_p99_ms = recorder.QuantileMs(0.99);
-      row.errors += recorder.errors();
-      for (auto& e : recorder.error_samples()) row.error_samples.push_back("direct: " + e);
+      // The direct run is the reference: a stall of the host during it (seen: p99 52 ms with p50 1.5 ms)
+      // would make "added" meaningless, so such a run is repeated. The gateway's run is never repeated.
+      const int tries = std::max(1, absl::GetFlag(FLAGS_steady_baseline_tries));
+      for (int i = 0; i < tries; ++i) {
+        Recorder recorder;
+        RunOpenLoop(direct.get(), setup_.users, picker, &recorder, rate, warmup, duration);
+        row.baseline_p50_ms = recorder.QuantileMs(0.50);
+        row.baseline_p99_ms = recorder.QuantileMs(0.99);
+        row.baseline_runs = i + 1;
+        row.errors += recorder.errors();
+        for (auto& e : recorder.error_samples()) row.error_samples.push_back("direct: " + e);
+        row.baseline_stable = row.baseline_p99_ms <= 10 * row.baseline_p50_ms;
+        if (row.baseline_stable) break;
+      }
     }
     auto gateway = StartGateway(setup_, sandbox->address(), {kNoCoalescing}, &gateway_metrics_url_);
     GatewayTarget target(gateway->address(), absl::GetFlag(FLAGS_channels));
@@ -870,6 +890,9 @@ nlohmann::json ToJson(const Row& r) {
                       {"upstream_calls_per_rpc", r.upstream_per_rpc},
                       {"error_samples", r.error_samples}};
   if (r.baseline_p99_ms >= 0) {
+    j["direct_p50_ms"] = r.baseline_p50_ms;
+    j["direct_runs"] = r.baseline_runs;
+    j["direct_stable"] = r.baseline_stable;
     j["direct_p99_ms"] = r.baseline_p99_ms;
     j["added_p99_ms"] = r.added_p99_ms;
   }
@@ -939,11 +962,28 @@ int Main() {
   nlohmann::json targets = nlohmann::json::object();
   double saturation_rps = 0;
 
+  nlohmann::json saturation_ratios = nlohmann::json::array();
   if (wanted("saturation")) {
-    Row r = bench.RunClosed("saturation", concurrency, 0, 0, {kNoCoalescing}, warmup, duration);
+    // One window on a shared machine moves by +-10 %: the row is the median of several independent runs.
+    const int runs = smoke ? 1 : std::max(1, absl::GetFlag(FLAGS_saturation_runs));
+    std::vector<Row> all;
+    for (int i = 0; i < runs; ++i) {
+      all.push_back(bench.RunClosed("saturation", concurrency, 0, 0, {kNoCoalescing}, warmup, duration));
+      saturation_ratios.push_back(all.back().ratio());
+    }
+    std::vector<std::string> each;
+    for (const Row& r : all) each.push_back(Fmt(r.ratio(), 2));
+    std::sort(all.begin(), all.end(), [](const Row& a, const Row& b) { return a.ratio() < b.ratio(); });
+    Row r = all[all.size() / 2];
+    for (const Row& other : all) {
+      if (&other == &all[all.size() / 2]) continue;
+      r.errors += other.errors;
+      r.error_samples.insert(r.error_samples.end(), other.error_samples.begin(), other.error_samples.end());
+    }
     saturation_rps = r.rps;
     targets["saturation_cpu_ratio_le_1.4"] = r.ratio() <= 1.4;
-    PrintRow(r, absl::StrCat("c=", concurrency, "; target ratio <= 1.40"));
+    PrintRow(r, absl::StrCat("c=", concurrency, "; target ratio <= 1.40; median of ", runs, " runs (",
+                             absl::StrJoin(each, ", "), ")"));
     rows.push_back(r);
   }
   if (wanted("slow")) {
@@ -971,8 +1011,11 @@ int Main() {
     if (smoke) rate = std::min(rate, 50.0);
     Row r = bench.RunSteady(rate, smoke ? absl::Milliseconds(300) : absl::Seconds(3),
                             smoke ? absl::Seconds(1) : absl::GetFlag(FLAGS_steady_duration));
-    targets["steady_added_p99_le_2ms"] = r.added_p99_ms <= 2.0;
-    PrintRow(r, absl::StrCat(Fmt(rate, 0), " req/s offered; direct p99 ", Fmt(r.baseline_p99_ms, 2), " ms, added p99 ",
+    // Unknown (not "met") when even the last direct run stalled.
+    targets["steady_added_p99_le_2ms"] = r.baseline_stable && r.added_p99_ms <= 2.0;
+    PrintRow(r, absl::StrCat(Fmt(rate, 0), " req/s offered; direct p50/p99 ", Fmt(r.baseline_p50_ms, 2), "/",
+                             Fmt(r.baseline_p99_ms, 2), " ms (", r.baseline_runs, r.baseline_runs == 1 ? " run" : " runs",
+                             r.baseline_stable ? "" : ", STALLED: row invalid", "), added p99 ",
                              Fmt(r.added_p99_ms, 2), " ms (target <= 2)"));
     rows.push_back(r);
   }
@@ -998,7 +1041,8 @@ int Main() {
 
   if (!absl::GetFlag(FLAGS_json).empty()) {
     nlohmann::json out = {{"machine", Machine()}, {"upstream", setup.tls ? "https" : "http"}, {"smoke", smoke},
-                          {"nofile_limit", nofile.rlim_cur}, {"targets", targets}, {"errors", errors}};
+                          {"nofile_limit", nofile.rlim_cur}, {"targets", targets}, {"errors", errors},
+                          {"saturation_run_ratios", saturation_ratios}};
     out["rows"] = nlohmann::json::array();
     for (const Row& r : rows) out["rows"].push_back(ToJson(r));
     if (!absl::GetFlag(FLAGS_openssl_speed).empty()) {
