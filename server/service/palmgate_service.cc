@@ -75,8 +75,11 @@ std::string OpenidTag(absl::string_view openid) {
   return absl::StrCat("sha256:", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(digest), 6)));
 }
 
-// One GetAuthorization RPC. Deletes itself when both gRPC is done with it
-// (OnDone) and Start has returned: a completion may run before Start returns.
+// One GetAuthorization RPC. Deletes itself when gRPC is done with it (OnDone),
+// Start has returned (a completion may run before Start returns) and Complete
+// has returned from Finish (gRPC's ServerUnaryReactor::Finish still reads the
+// reactor while OnDone may already run on another thread; the last reference,
+// an acq_rel count, orders that read before the delete).
 class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor {
  public:
   Reactor(const PalmAuthorizationService* service, const palmgate::internal::wire::GetAuthorizationRequest* request,
@@ -131,7 +134,8 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
     if (service_->options_.log_rpcs) {
       LogRpc(status, service_->clock_.Now() - start_, request_->openid(), tags_, upstream);
     }
-    Finish(status);  // last use of `this` here: OnDone may run at once
+    Finish(status);
+    Unref();
   }
 
   void Unref() {
@@ -143,7 +147,7 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
   palmgate::v1::Authorization* const response_;
   const RpcTags tags_;
   const absl::Time start_;
-  std::atomic<int> refs_{2};  // Start and OnDone
+  std::atomic<int> refs_{3};  // Start, Complete and OnDone
   absl::Mutex mu_;
   wechatpay::CallId transfer_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
