@@ -46,10 +46,12 @@ class CurlTransport final : public HttpTransport {
     bool http2 = true;
     // Connections kept for reuse (HTTP/1.1 needs one per transfer in flight).
     int max_cached_connections = 4096;
-    // Connections open at once (0: no limit). Transfers beyond it wait for a
-    // free connection (their timeout still runs). Bounds memory (~100 KB per
-    // TLS connection) and handshake storms when thousands of calls are in
-    // flight; 512 connections carry 5,000 calls/s at 100 ms of upstream latency.
+    // Connections open at once, and transfers running at once (0: no limit;
+    // with HTTP/1.1 each running transfer holds a connection). Transfers
+    // beyond it wait in line, first come first served, within their own
+    // timeout. Bounds memory (~100 KB per TLS connection) and handshake storms
+    // when thousands of calls are in flight; 512 connections carry 5,000
+    // calls/s at 100 ms of upstream latency.
     int max_connections = 512;
   };
 

@@ -29,6 +29,7 @@ using ::palmgate::testing::SandboxMerchant;
 using ::palmgate::testing::SandboxProcess;
 using ::palmgate::testing::SandboxProcessOptions;
 using ::palmgate::testing::StatusIs;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 enum class Mode { kPublicKey, kPlatformCertificate, kMixed };
@@ -413,6 +414,37 @@ TEST_F(PalmServiceSandboxTest, ConnectionCapQueuesTransfers) {
     EXPECT_EQ(r->state, "AUTHORIZATION_STATE_ON");
   }
   EXPECT_GE(elapsed, absl::Milliseconds(600));
+}
+
+TEST_F(PalmServiceSandboxTest, TransfersWaitingForAConnectionStartInArrivalOrder) {
+  CurlTransport::Options topts;
+  topts.max_connections = 1;
+  auto transport = CurlTransport::Create(topts);
+  ASSERT_THAT(transport, IsOk());
+  SwappableKeyStore keys(Ring(Mode::kPublicKey));
+  PalmServiceClient::Options options;
+  options.base_url = http_->base_url();
+  options.max_attempts = 1;
+  PalmServiceClient client(options, MerchantCredential(), &keys, transport->get(), SystemClock::Get());
+  // Five 200 ms answers over one connection: each call after the first waits in line, and the line is
+  // first come, first served (a call submitted later never overtakes one that waits).
+  constexpr int kCalls = 5;
+  absl::Mutex mu;
+  std::vector<int> order;
+  std::vector<std::promise<absl::Status>> done(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    client.GetAuthorization("f-200ms", "1004", absl::Now() + absl::Seconds(20),
+                            [&, i](absl::StatusOr<AuthorizationResult> r) {
+                              {
+                                absl::MutexLock lock(&mu);
+                                order.push_back(i);
+                              }
+                              done[i].set_value(r.status());
+                            });
+  }
+  for (auto& d : done) EXPECT_THAT(d.get_future().get(), IsOk());
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(order, ElementsAre(0, 1, 2, 3, 4));
 }
 
 TEST_F(PalmServiceSandboxTest, QueuedTransferKeepsItsDeadline) {
