@@ -56,7 +56,7 @@ ABSL_FLAG(absl::Duration, upstream_attempt_timeout, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, upstream_max_idle, absl::Seconds(7),
           "pooled upstream connections idle longer are not reused (WeChat Pay closes them at 8 s)");
 ABSL_FLAG(int, upstream_max_connections, 512,
-          "upstream connections open at once (0: no limit); further calls wait for a free one within their deadline");
+          "upstream connections (and calls running upstream) at once (0: no limit); further calls wait in line, first come first served, within their deadline");
 ABSL_FLAG(std::string, apiv3_key_file, "",
           "file: the 32-byte APIv3 key; enables platform certificate download and refresh (/v3/certificates)");
 ABSL_FLAG(absl::Duration, certificate_refresh_interval, absl::Hours(11),
