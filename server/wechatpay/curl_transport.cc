@@ -361,7 +361,6 @@ class CurlTransport::Loop {
                                             "upstream: transport shutting down"));
       }
       waiting_.clear();
-      waiting_order_.clear();
       deadlines_.clear();
       std::deque<std::unique_ptr<Transfer>> late;
       {
@@ -390,24 +389,19 @@ class CurlTransport::Loop {
         (running_.size() >= static_cast<size_t>(options_.max_connections) || !waiting_.empty())) {
       const TransferId id = t->id;
       deadlines_.emplace(t->deadline, id);
-      waiting_order_.push_back(id);
       waiting_.emplace(id, std::move(t));
       return;
     }
     Start(std::move(t));
   }
 
-  // Starts waiting transfers, oldest first, while there is room.
+  // Starts waiting transfers, oldest first (ids grow in submission order), while there is room.
   void StartWaiting() {
-    while (!waiting_order_.empty() &&
+    while (!waiting_.empty() &&
            (options_.max_connections <= 0 || running_.size() < static_cast<size_t>(options_.max_connections))) {
-      const TransferId id = waiting_order_.front();
-      waiting_order_.pop_front();
-      auto it = waiting_.find(id);
-      if (it == waiting_.end()) continue;  // cancelled or expired while waiting
-      std::unique_ptr<Transfer> t = std::move(it->second);
-      waiting_.erase(it);
-      deadlines_.erase({t->deadline, id});
+      std::unique_ptr<Transfer> t = std::move(waiting_.begin()->second);
+      waiting_.erase(waiting_.begin());
+      deadlines_.erase({t->deadline, t->id});
       Start(std::move(t));
     }
   }
@@ -562,8 +556,8 @@ class CurlTransport::Loop {
   std::atomic<int64_t> in_flight_{0};
   // Touched by the loop thread only.
   std::map<TransferId, std::unique_ptr<Transfer>> running_;  // added to the multi handle
-  std::map<TransferId, std::unique_ptr<Transfer>> waiting_;  // in line for a free connection
-  std::deque<TransferId> waiting_order_;  // arrival order; ids no longer in waiting_ are skipped
+  // In line for a free connection; the smallest id is the oldest (Submit numbers them in order).
+  std::map<TransferId, std::unique_ptr<Transfer>> waiting_;
   std::set<std::pair<absl::Time, TransferId>> deadlines_;  // of the transfers in running_ and waiting_
 
   absl::Mutex mu_;

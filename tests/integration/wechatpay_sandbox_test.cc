@@ -117,6 +117,27 @@ class SandboxFixture : public ::testing::Test {
                                         std::shared_ptr<const Signer>(*std::move(signer)), SystemClock::Get());
   }
 
+  // A client on its own transport that opens at most `max_connections` connections (plain HTTP sandbox).
+  struct CappedClient {
+    std::unique_ptr<CurlTransport> transport;
+    SwappableKeyStore keys;
+    std::unique_ptr<PalmServiceClient> client;
+  };
+  std::unique_ptr<CappedClient> MakeCappedClient(int max_connections, int max_attempts) const {
+    CurlTransport::Options topts;
+    topts.max_connections = max_connections;
+    auto transport = CurlTransport::Create(topts);
+    EXPECT_THAT(transport, IsOk());
+    if (!transport.ok()) return nullptr;
+    auto capped = std::unique_ptr<CappedClient>(new CappedClient{*std::move(transport), SwappableKeyStore(Ring(Mode::kPublicKey)), nullptr});
+    PalmServiceClient::Options options;
+    options.base_url = http_->base_url();
+    options.max_attempts = max_attempts;
+    capped->client = std::make_unique<PalmServiceClient>(options, MerchantCredential(), &capped->keys,
+                                                         capped->transport.get(), SystemClock::Get());
+    return capped;
+  }
+
   // Runs one query to completion.
   absl::StatusOr<AuthorizationResult> Query(const std::string& openid, const std::string& org = "1004",
                                             Mode mode = Mode::kPublicKey, bool tls = false,
@@ -396,14 +417,9 @@ TEST_F(PalmServiceSandboxTest, DroppedReusedConnectionIsRetriedWithFreshSignatur
 }
 
 TEST_F(PalmServiceSandboxTest, ConnectionCapQueuesTransfers) {
-  CurlTransport::Options topts;
-  topts.max_connections = 2;
-  auto transport = CurlTransport::Create(topts);
-  ASSERT_THAT(transport, IsOk());
-  SwappableKeyStore keys(Ring(Mode::kPublicKey));
-  PalmServiceClient::Options options;
-  options.base_url = http_->base_url();
-  PalmServiceClient client(options, MerchantCredential(), &keys, transport->get(), SystemClock::Get());
+  auto capped = MakeCappedClient(/*max_connections=*/2, /*max_attempts=*/3);
+  ASSERT_NE(capped, nullptr);
+  PalmServiceClient& client = *capped->client;
   // Six 200 ms answers over at most two connections: three rounds, so at least 600 ms
   // (without the cap all six run at once and take ~200 ms).
   const absl::Time start = absl::Now();
@@ -417,15 +433,9 @@ TEST_F(PalmServiceSandboxTest, ConnectionCapQueuesTransfers) {
 }
 
 TEST_F(PalmServiceSandboxTest, TransfersWaitingForAConnectionStartInArrivalOrder) {
-  CurlTransport::Options topts;
-  topts.max_connections = 1;
-  auto transport = CurlTransport::Create(topts);
-  ASSERT_THAT(transport, IsOk());
-  SwappableKeyStore keys(Ring(Mode::kPublicKey));
-  PalmServiceClient::Options options;
-  options.base_url = http_->base_url();
-  options.max_attempts = 1;
-  PalmServiceClient client(options, MerchantCredential(), &keys, transport->get(), SystemClock::Get());
+  auto capped = MakeCappedClient(/*max_connections=*/1, /*max_attempts=*/1);
+  ASSERT_NE(capped, nullptr);
+  PalmServiceClient& client = *capped->client;
   // Five 200 ms answers over one connection: each call after the first waits in line, and the line is
   // first come, first served (a call submitted later never overtakes one that waits).
   constexpr int kCalls = 5;
@@ -448,15 +458,9 @@ TEST_F(PalmServiceSandboxTest, TransfersWaitingForAConnectionStartInArrivalOrder
 }
 
 TEST_F(PalmServiceSandboxTest, QueuedTransferKeepsItsDeadline) {
-  CurlTransport::Options topts;
-  topts.max_connections = 1;
-  auto transport = CurlTransport::Create(topts);
-  ASSERT_THAT(transport, IsOk());
-  SwappableKeyStore keys(Ring(Mode::kPublicKey));
-  PalmServiceClient::Options options;
-  options.base_url = http_->base_url();
-  options.max_attempts = 1;
-  PalmServiceClient client(options, MerchantCredential(), &keys, transport->get(), SystemClock::Get());
+  auto capped = MakeCappedClient(/*max_connections=*/1, /*max_attempts=*/1);
+  ASSERT_NE(capped, nullptr);
+  PalmServiceClient& client = *capped->client;
   // The only connection is held by a 5 s answer; the queued call must still end at its own 300 ms deadline.
   std::promise<absl::StatusOr<AuthorizationResult>> slow;
   TransferId slow_id = client.GetAuthorization("f-slow", "1004", absl::Now() + absl::Seconds(30),
