@@ -28,7 +28,8 @@ absl::StatusOr<std::string> AesGcmOpen(absl::string_view key, absl::string_view 
                                        absl::string_view ciphertext_and_tag);
 
 // Returns `length` characters drawn uniformly from [0-9A-Za-z] with the OpenSSL
-// CSPRNG (the nonce format of every official SDK).
+// CSPRNG (the nonce format of every official SDK). The CSPRNG is read 1 KB at a
+// time into a per-thread pool; a forked child never reuses its parent's pool.
 std::string RandomAlphanumeric(size_t length);
 
 // Returns `length` random bytes from the OpenSSL CSPRNG.

@@ -1,5 +1,8 @@
 #include "server/crypto/aes_gcm.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <set>
 
 #include "gmock/gmock.h"
@@ -87,6 +90,38 @@ TEST(RandomTest, AlphanumericHasLengthAlphabetAndVariety) {
   }
   EXPECT_EQ(seen.size(), 200u);
   EXPECT_EQ(chars.size(), 62u);  // 6400 draws cover all 62 symbols with overwhelming probability
+}
+
+// Nonces come from a per-thread pool of CSPRNG output: a child process must
+// not repeat the nonces its parent draws next from the same pool.
+TEST(RandomAlphanumericTest, ForkedChildDoesNotRepeatTheParentsNonces) {
+  const std::string before = RandomAlphanumeric(32);  // fills this thread's pool
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string child = RandomAlphanumeric(32);
+    const ssize_t n = write(fds[1], child.data(), child.size());
+    _exit(n == static_cast<ssize_t>(child.size()) ? 0 : 1);
+  }
+  close(fds[1]);
+  const std::string parent = RandomAlphanumeric(32);
+  std::string child(32, '\0');
+  ASSERT_EQ(read(fds[0], child.data(), child.size()), 32);
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_NE(child, parent);
+  EXPECT_NE(child, before);
+}
+
+// Many nonces drawn across pool refills stay distinct.
+TEST(RandomAlphanumericTest, NoncesStayDistinctAcrossPoolRefills) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 5000; ++i) seen.insert(RandomAlphanumeric(32));  // ~125 refills of 1 KB
+  EXPECT_EQ(seen.size(), 5000u);
 }
 
 }  // namespace
