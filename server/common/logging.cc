@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <string>
@@ -28,45 +29,72 @@ const char* LevelName(LogLevel level) {
   return "info";
 }
 
-}  // namespace
-
-std::string JsonQuote(absl::string_view text) {
+// Appends `text` as a JSON string literal. Log values are nearly always plain
+// printable ASCII: those are copied in one piece.
+void AppendJsonQuoted(std::string* out, absl::string_view text) {
+  out->push_back('"');
+  const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+  });
+  if (plain) {
+    out->append(text.data(), text.size());
+    out->push_back('"');
+    return;
+  }
   const bool utf8 = IsValidUtf8(text);
-  std::string out;
-  out.reserve(text.size() + 2);
-  out.push_back('"');
   for (char c : text) {
     const unsigned char u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      case '\t': out->append("\\t"); break;
       default:
         if (u < 0x20 || u == 0x7f || (u >= 0x80 && !utf8)) {
-          out += absl::StrFormat("\\u%04x", u);
+          absl::StrAppendFormat(out, "\\u%04x", u);
         } else {
-          out.push_back(c);
+          out->push_back(c);
         }
     }
   }
-  out.push_back('"');
+  out->push_back('"');
+}
+
+}  // namespace
+
+std::string JsonQuote(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  AppendJsonQuoted(&out, text);
   return out;
 }
 
 LogFields& LogFields::Add(absl::string_view key, absl::string_view value) {
-  absl::StrAppend(&json_, ",", JsonQuote(key), ":", JsonQuote(value));
+  json_.push_back(',');
+  AppendJsonQuoted(&json_, key);
+  json_.push_back(':');
+  AppendJsonQuoted(&json_, value);
   return *this;
 }
 
 LogFields& LogFields::Add(absl::string_view key, int64_t value) {
-  absl::StrAppend(&json_, ",", JsonQuote(key), ":", value);
+  json_.push_back(',');
+  AppendJsonQuoted(&json_, key);
+  absl::StrAppend(&json_, ":", value);
   return *this;
 }
 
 LogFields& LogFields::Add(absl::string_view key, double value) {
-  absl::StrAppend(&json_, ",", JsonQuote(key), ":", std::isfinite(value) ? absl::StrFormat("%.3f", value) : "null");
+  json_.push_back(',');
+  AppendJsonQuoted(&json_, key);
+  json_.push_back(':');
+  if (std::isfinite(value)) {
+    absl::StrAppendFormat(&json_, "%.3f", value);
+  } else {
+    json_.append("null");
+  }
   return *this;
 }
 
