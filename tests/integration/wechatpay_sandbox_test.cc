@@ -384,6 +384,25 @@ TEST_F(PalmServiceSandboxTest, ManyConcurrentCallsShareTheLoop) {
   }
 }
 
+// Calls submitted one at a time, each while the transport's loop sits idle in
+// epoll_wait (for up to a second): each submission must wake it. A missed
+// wake-up costs up to a second per call, so 50 calls would take about 50 s.
+TEST_F(PalmServiceSandboxTest, CallsSubmittedToAnIdleLoopWakeIt) {
+  SwappableKeyStore keys(Ring(Mode::kPublicKey));
+  PalmServiceClient::Options options;
+  options.base_url = http_->base_url();
+  PalmServiceClient client(options, MerchantCredential(), &keys, transport_.get(), SystemClock::Get());
+  constexpr int kCalls = 50;
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kCalls; ++i) {
+    std::promise<absl::StatusOr<AuthorizationResult>> promise;
+    client.GetAuthorization("o-on", "1004", absl::Now() + absl::Seconds(5),
+                            [&promise](absl::StatusOr<AuthorizationResult> r) { promise.set_value(std::move(r)); });
+    ASSERT_THAT(promise.get_future().get(), IsOk()) << i;
+  }
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << "calls waited for the loop's idle timeout";
+}
+
 // Starts `count` calls for `openid` at once through `client` and waits for all of them.
 std::vector<absl::StatusOr<AuthorizationResult>> RunConcurrently(PalmServiceClient& client, const std::string& openid,
                                                                  int count, absl::Duration timeout) {
