@@ -255,9 +255,10 @@ Floor MeasureFloor(const std::string& private_key_pem_path, const std::string& p
   EVP_PKEY_verify_init(vctx.get());
   EVP_PKEY_CTX_set_rsa_padding(vctx.get(), RSA_PKCS1_PADDING);
   EVP_PKEY_CTX_set_signature_md(vctx.get(), EVP_sha256());
-  const double slice_seconds = seconds_each / std::max(1, slices);
+  slices = std::max(1, slices);
+  const double slice_seconds = seconds_each / slices;
   int bad = 0;
-  for (int slice = 0; slice < std::max(1, slices); ++slice) {
+  for (int slice = 0; slice < slices; ++slice) {
     unsigned char sig[512];
     size_t sig_len = sizeof(sig);
     int n = 0;
@@ -773,7 +774,7 @@ class Bench {
     }
     Fill(row, m);
     row.peak_rss_mb = static_cast<double>(ReadProc(gateway->pid()).hwm_kb) / 1024.0;
-    AverageFloor(row);
+    AddFloorAfter(row);
     return row;
   }
 
@@ -825,14 +826,14 @@ class Bench {
     row.errors += direct_errors;
     row.peak_rss_mb = static_cast<double>(ReadProc(gateway->pid()).hwm_kb) / 1024.0;
     row.added_p99_ms = row.p99_ms - row.baseline_p99_ms;
-    AverageFloor(row);
+    AddFloorAfter(row);
     return row;
   }
 
  private:
   // The floor again after the load: the median of the slices before and after follows the
   // machine's drift (other work on shared cores) over the scenario.
-  void AverageFloor(Row& row) {
+  void AddFloorAfter(Row& row) {
     row.floor.Merge(MeasureFloorNow());
   }
 

@@ -71,25 +71,26 @@ std::string JsonQuote(absl::string_view text) {
   return out;
 }
 
-LogFields& LogFields::Add(absl::string_view key, absl::string_view value) {
+void LogFields::AppendKey(absl::string_view key) {
   json_.push_back(',');
   AppendJsonQuoted(&json_, key);
   json_.push_back(':');
+}
+
+LogFields& LogFields::Add(absl::string_view key, absl::string_view value) {
+  AppendKey(key);
   AppendJsonQuoted(&json_, value);
   return *this;
 }
 
 LogFields& LogFields::Add(absl::string_view key, int64_t value) {
-  json_.push_back(',');
-  AppendJsonQuoted(&json_, key);
-  absl::StrAppend(&json_, ":", value);
+  AppendKey(key);
+  absl::StrAppend(&json_, value);
   return *this;
 }
 
 LogFields& LogFields::Add(absl::string_view key, double value) {
-  json_.push_back(',');
-  AppendJsonQuoted(&json_, key);
-  json_.push_back(':');
+  AppendKey(key);
   if (std::isfinite(value)) {
     absl::StrAppendFormat(&json_, "%.3f", value);
   } else {

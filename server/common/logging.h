@@ -44,6 +44,9 @@ class LogFields {
   const std::string& json() const { return json_; }
 
  private:
+  // Appends `,"key":`.
+  void AppendKey(absl::string_view key);
+
   std::string json_;
 };
 

@@ -138,20 +138,36 @@ class SandboxFixture : public ::testing::Test {
     return capped;
   }
 
-  // Runs one query to completion.
-  absl::StatusOr<AuthorizationResult> Query(const std::string& openid, const std::string& org = "1004",
-                                            Mode mode = Mode::kPublicKey, bool tls = false,
-                                            absl::Duration timeout = absl::Seconds(5),
-                                            std::shared_ptr<const Credential> credential = nullptr) {
-    SwappableKeyStore keys(Ring(mode));
+  // A client on the fixture's transport, with its own key store.
+  struct Client {
+    SwappableKeyStore keys;
+    std::unique_ptr<PalmServiceClient> client;
+  };
+  std::unique_ptr<Client> MakeClient(Mode mode = Mode::kPublicKey, bool tls = false,
+                                     std::shared_ptr<const Credential> credential = nullptr) const {
+    auto c = std::unique_ptr<Client>(new Client{SwappableKeyStore(Ring(mode)), nullptr});
     PalmServiceClient::Options options;
     options.base_url = (tls ? https_ : http_)->base_url();
-    PalmServiceClient client(options, credential ? credential : MerchantCredential(), &keys, transport_.get(),
-                             SystemClock::Get());
+    c->client = std::make_unique<PalmServiceClient>(options, credential ? credential : MerchantCredential(), &c->keys,
+                                                    transport_.get(), SystemClock::Get());
+    return c;
+  }
+
+  // Runs one call through `client` to completion.
+  static absl::StatusOr<AuthorizationResult> Await(PalmServiceClient& client, const std::string& openid,
+                                                   const std::string& org, absl::Duration timeout) {
     std::promise<absl::StatusOr<AuthorizationResult>> promise;
     client.GetAuthorization(openid, org, absl::Now() + timeout,
                             [&promise](absl::StatusOr<AuthorizationResult> r) { promise.set_value(std::move(r)); });
     return promise.get_future().get();
+  }
+
+  // Runs one query to completion on a client of its own.
+  absl::StatusOr<AuthorizationResult> Query(const std::string& openid, const std::string& org = "1004",
+                                            Mode mode = Mode::kPublicKey, bool tls = false,
+                                            absl::Duration timeout = absl::Seconds(5),
+                                            std::shared_ptr<const Credential> credential = nullptr) {
+    return Await(*MakeClient(mode, tls, std::move(credential))->client, openid, org, timeout);
   }
 
   // Requests the sandbox has logged so far.
@@ -297,10 +313,8 @@ TEST_F(PalmServiceSandboxTest, ExpiredDeadlineAndBadInputSendNothing) {
 }
 
 TEST_F(PalmServiceSandboxTest, CancelStopsTheTransfer) {
-  SwappableKeyStore keys(Ring(Mode::kPublicKey));
-  PalmServiceClient::Options options;
-  options.base_url = http_->base_url();
-  PalmServiceClient client(options, MerchantCredential(), &keys, transport_.get(), SystemClock::Get());
+  auto c = MakeClient();
+  PalmServiceClient& client = *c->client;
   std::promise<absl::StatusOr<AuthorizationResult>> promise;
   const absl::Time start = absl::Now();
   TransferId id = client.GetAuthorization("f-slow", "1004", absl::Now() + absl::Seconds(30),
@@ -364,10 +378,8 @@ TEST_F(PalmServiceSandboxTest, DownloadsAndDecryptsPlatformCertificates) {
 }
 
 TEST_F(PalmServiceSandboxTest, ManyConcurrentCallsShareTheLoop) {
-  SwappableKeyStore keys(Ring(Mode::kMixed));
-  PalmServiceClient::Options options;
-  options.base_url = https_->base_url();
-  PalmServiceClient client(options, MerchantCredential(), &keys, transport_.get(), SystemClock::Get());
+  auto c = MakeClient(Mode::kMixed, /*tls=*/true);
+  PalmServiceClient& client = *c->client;
   constexpr int kCalls = 200;
   std::vector<std::promise<absl::StatusOr<AuthorizationResult>>> promises(kCalls);
   for (int i = 0; i < kCalls; ++i) {
@@ -388,18 +400,10 @@ TEST_F(PalmServiceSandboxTest, ManyConcurrentCallsShareTheLoop) {
 // epoll_wait (for up to a second): each submission must wake it. A missed
 // wake-up costs up to a second per call, so 50 calls would take about 50 s.
 TEST_F(PalmServiceSandboxTest, CallsSubmittedToAnIdleLoopWakeIt) {
-  SwappableKeyStore keys(Ring(Mode::kPublicKey));
-  PalmServiceClient::Options options;
-  options.base_url = http_->base_url();
-  PalmServiceClient client(options, MerchantCredential(), &keys, transport_.get(), SystemClock::Get());
+  auto c = MakeClient();  // one client: the key parsing of Query() per call would dwarf the loop's part
   constexpr int kCalls = 50;
   const absl::Time start = absl::Now();
-  for (int i = 0; i < kCalls; ++i) {
-    std::promise<absl::StatusOr<AuthorizationResult>> promise;
-    client.GetAuthorization("o-on", "1004", absl::Now() + absl::Seconds(5),
-                            [&promise](absl::StatusOr<AuthorizationResult> r) { promise.set_value(std::move(r)); });
-    ASSERT_THAT(promise.get_future().get(), IsOk()) << i;
-  }
+  for (int i = 0; i < kCalls; ++i) ASSERT_THAT(Await(*c->client, "o-on", "1004", absl::Seconds(5)), IsOk()) << i;
   EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << "calls waited for the loop's idle timeout";
 }
 
