@@ -1,5 +1,6 @@
 #include "sandbox/handler.h"
 
+#include <algorithm>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -209,7 +210,9 @@ SandboxResponse Handler::HandleCertificatesAdmin(const SandboxRequest& request, 
   const SplitTarget split = SplitRequestTarget(request.target);
   if (path == "/_sandbox/certificates/add") {
     // A new platform certificate from the sandbox CA, valid from one minute ago for 5 years;
-    // listed at once, not active until activated.
+    // listed at once, not active until activated. It is always newer than every certificate
+    // before it: X.509 times have whole seconds, and two added within one second would tie
+    // (a client that prefers the newest certificate could then keep the older one).
     absl::StatusOr<std::string> ca_pem = ReadFile(absl::StrCat(keys_.dir, "/ca_cert.pem"));
     absl::StatusOr<std::string> ca_key_pem = ReadFile(absl::StrCat(keys_.dir, "/ca_key.pem"));
     if (!ca_pem.ok() || !ca_key_pem.ok()) return ErrorResponse(500, "SYSTEM_ERROR", "cannot read the sandbox CA");
@@ -221,6 +224,12 @@ SandboxResponse Handler::HandleCertificatesAdmin(const SandboxRequest& request, 
     spec.common_name = "palmgate sandbox WeChat Pay platform";
     spec.organization = "palmgate sandbox";
     spec.not_before = clock_->Now() - absl::Minutes(1);
+    {
+      absl::MutexLock lock(&platform_mu_);
+      for (const PlatformEntry& e : platform_) {
+        spec.not_before = std::max(spec.not_before, e.cert.not_before() + absl::Seconds(1));
+      }
+    }
     spec.not_after = clock_->Now() + absl::Hours(24 * 365 * 5);
     absl::StatusOr<std::string> pem = crypto::IssueCertificate(spec, key->PublicKey(), *ca_key, &*ca);
     absl::StatusOr<crypto::Certificate> cert = pem.ok() ? crypto::Certificate::FromPem(*pem)

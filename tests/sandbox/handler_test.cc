@@ -391,6 +391,21 @@ TEST_F(FaultHandlerTest, StatsAndRequestLog) {
   EXPECT_EQ(Parse(handler_->Handle(log).body).size(), 0u);
 }
 
+// Certificates added within one second (the clock does not move here) still get
+// strictly increasing effective times, so "the newest certificate" is never a tie.
+TEST_F(HandlerTest, AddedCertificatesAreEachNewerThanTheOnesBefore) {
+  Make();
+  SandboxRequest add{"POST", "/_sandbox/certificates/add", {}, ""};
+  ASSERT_EQ(handler_->Handle(add).status, 200);
+  ASSERT_EQ(handler_->Handle(add).status, 200);
+  SandboxRequest list{"GET", "/_sandbox/certificates", {}, ""};
+  nlohmann::json certs = Parse(handler_->Handle(list).body)["certificates"];
+  ASSERT_EQ(certs.size(), 3u);  // the original and the two added
+  // Same format and zone everywhere: the strings order as the times do.
+  EXPECT_LT(certs[0]["effective_time"].get<std::string>(), certs[1]["effective_time"].get<std::string>());
+  EXPECT_LT(certs[1]["effective_time"].get<std::string>(), certs[2]["effective_time"].get<std::string>()) << certs.dump();
+}
+
 TEST(RandomFaultOptionsTest, CreateRejectsABadRateOrSpec) {
   std::string pattern = (std::filesystem::temp_directory_path() / "handler-test-XXXXXX").string();
   ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
