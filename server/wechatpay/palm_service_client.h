@@ -18,8 +18,9 @@
 //
 // Whose fault a failure is: only what the site causes — a connection or TLS
 // failure, a 5xx, an attempt outliving the gateway's own time limit
-// (`attempt_timeout`, `max_timeout`, `probe_timeout`) — moves the next
-// attempt to the backup host and counts towards the circuit breaker. The
+// (`attempt_timeout`, `max_timeout`, `probe_timeout`) — counts towards the
+// circuit breaker and, when retried (not after a certificate that did not
+// verify), moves the next attempt to the backup host. The
 // caller's deadline is not the site's limit: an attempt still running when
 // the caller's deadline arrives is cancelled (its transfer runs with the
 // gateway's own limit, the deadline is a timer), the call ends with
