@@ -50,7 +50,7 @@ ABSL_FLAG(std::vector<std::string>, platform_certificates, {}, "files: WeChat Pa
 ABSL_FLAG(std::string, upstream, "https://api.mch.weixin.qq.com", "WeChat Pay API base URL");
 ABSL_FLAG(std::string, upstream_backup, "auto",
           "failover base URL (\"auto\": https://api2.mch.weixin.qq.com when --upstream is the production host; \"none\")");
-ABSL_FLAG(int, upstream_attempts, 3, "attempts per call (retries on connection failure, timeout, 5xx, 429)");
+ABSL_FLAG(int, upstream_attempts, 3, "attempts per call (retries on connection failure, the attempt's own timeout, 5xx, 202; never 429)");
 ABSL_FLAG(absl::Duration, upstream_attempt_timeout, absl::ZeroDuration(),
           "time for one attempt; a timed-out attempt is retried while the deadline allows (0: --upstream_timeout)");
 ABSL_FLAG(absl::Duration, upstream_max_idle, absl::Seconds(7),

@@ -1,5 +1,7 @@
 #include "server/wechatpay/call_coalescer.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "server/wechatpay/error.h"
 
@@ -58,14 +60,14 @@ uint64_t CallCoalescer::Join(absl::string_view openid, absl::string_view organiz
     by_waiter_[id] = flight;
   }
   ScheduleTimers(timers);
-  if (extend_id != 0) upstream_->ExtendShared(extend_id, deadline);
+  if (extend_id != 0) upstream_->SetSharedDeadline(extend_id, deadline);
   if (!start) return id;
 
   const uint64_t upstream_id =
       upstream_->StartShared(openid, organization_id, deadline,
                              [this, flight](absl::StatusOr<AuthorizationResult> r) { OnShared(flight, std::move(r)); });
   bool cancel = false;
-  absl::Time extend_to = absl::InfinitePast();
+  absl::Time move_to = absl::InfinitePast();
   bool still_waiting;
   {
     absl::MutexLock lock(&mu_);
@@ -73,34 +75,57 @@ uint64_t CallCoalescer::Join(absl::string_view openid, absl::string_view organiz
     flight->start_returned = true;
     if (!flight->finished && upstream_id != 0) {
       cancel = flight->cancel_pending;
-      if (flight->deadline > flight->started_deadline) extend_to = flight->deadline;
+      // Waiters came or left while the call was starting.
+      if (flight->deadline != flight->started_deadline) move_to = flight->deadline;
     }
     still_waiting = by_waiter_.count(id) != 0;
   }
   if (cancel) {
     upstream_->CancelShared(upstream_id);
-  } else if (extend_to != absl::InfinitePast()) {
-    upstream_->ExtendShared(upstream_id, extend_to);
+  } else if (move_to != absl::InfinitePast()) {
+    upstream_->SetSharedDeadline(upstream_id, move_to);
   }
   return still_waiting ? id : 0;
+}
+
+uint64_t CallCoalescer::RemoveWaiter(const std::shared_ptr<Flight>& flight, uint64_t id, uint64_t* cancel_id) {
+  flight->waiters.erase(id);
+  by_waiter_.erase(id);
+  if (flight->waiters.empty()) {
+    // Nobody is left to answer: the shared call stops. Later identical callers start a call of their own.
+    auto f = flights_.find(flight->key);
+    if (f != flights_.end() && f->second == flight) flights_.erase(f);
+    if (flight->start_returned) {
+      *cancel_id = flight->upstream_id;
+    } else {
+      flight->cancel_pending = true;
+    }
+    return 0;
+  }
+  absl::Time latest = absl::InfinitePast();
+  for (const auto& [wid, w] : flight->waiters) latest = std::max(latest, w.deadline);
+  if (latest >= flight->deadline) return 0;
+  // Every waiter left has a timer of its own (its deadline was earlier than the call's).
+  flight->deadline = latest;
+  return flight->start_returned && !flight->finished ? flight->upstream_id : 0;
 }
 
 void CallCoalescer::Cancel(uint64_t id) {
   Callback done;
   uint64_t cancel_id = 0;
+  uint64_t move_id = 0;
+  absl::Time move_to;
   {
     absl::MutexLock lock(&mu_);
     auto it = by_waiter_.find(id);
     if (it == by_waiter_.end()) return;
     std::shared_ptr<Flight> flight = it->second;
     if (flight->waiters.size() > 1) {
-      auto w = flight->waiters.find(id);
-      done = std::move(w->second.done);
-      flight->waiters.erase(w);
-      by_waiter_.erase(it);
+      done = std::move(flight->waiters[id].done);
+      move_id = RemoveWaiter(flight, id, &cancel_id);
+      move_to = flight->deadline;
     } else {
       // The last waiter: the shared call is cancelled and reports to it, as an unshared call would.
-      // Later identical callers start a call of their own.
       auto f = flights_.find(flight->key);
       if (f != flights_.end() && f->second == flight) flights_.erase(f);
       if (flight->start_returned) {
@@ -113,34 +138,28 @@ void CallCoalescer::Cancel(uint64_t id) {
   if (done) {
     std::move(done)(MakeError(absl::StatusCode::kCancelled, ErrorReason::kCancelled, "upstream: call cancelled"));
   }
+  if (move_id != 0) upstream_->SetSharedDeadline(move_id, move_to);
   if (cancel_id != 0) upstream_->CancelShared(cancel_id);
 }
 
 void CallCoalescer::OnTimer(uint64_t id) {
   Callback done;
   uint64_t cancel_id = 0;
+  uint64_t move_id = 0;
+  absl::Time move_to;
   {
     absl::MutexLock lock(&mu_);
     auto it = by_waiter_.find(id);
     if (it == by_waiter_.end()) return;  // answered already
     std::shared_ptr<Flight> flight = it->second;
-    auto w = flight->waiters.find(id);
-    done = std::move(w->second.done);
-    flight->waiters.erase(w);
-    by_waiter_.erase(it);
-    if (flight->waiters.empty()) {
-      // Nobody is left to answer: stop the shared call (its result goes nowhere).
-      auto f = flights_.find(flight->key);
-      if (f != flights_.end() && f->second == flight) flights_.erase(f);
-      if (flight->start_returned) {
-        cancel_id = flight->upstream_id;
-      } else {
-        flight->cancel_pending = true;
-      }
-    }
+    done = std::move(flight->waiters[id].done);
+    // Its result, if the shared call is cancelled now, goes nowhere.
+    move_id = RemoveWaiter(flight, id, &cancel_id);
+    move_to = flight->deadline;
   }
   std::move(done)(MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
                             "upstream: deadline reached before the answer"));
+  if (move_id != 0) upstream_->SetSharedDeadline(move_id, move_to);
   if (cancel_id != 0) upstream_->CancelShared(cancel_id);
 }
 

@@ -7,10 +7,12 @@
 // results are never cached.
 //
 // Each waiter keeps its own deadline and its own cancellation:
-//  - the shared call runs until the latest deadline of its waiters (the
-//    deadline is extended when a later waiter joins); a waiter whose own
+//  - the shared call runs until the latest deadline of the waiters still
+//    waiting: it is moved later when a waiter with a later deadline joins, and
+//    earlier when the waiter with the latest one leaves; a waiter whose own
 //    deadline passes first gets kDeadlineExceeded (kUpstreamTimeout) on its
-//    own, and the shared call goes on for the others;
+//    own, and the shared call goes on for the others (the first caller's
+//    short deadline never cuts it short while others wait);
 //  - a cancelled waiter gets kCancelled at once; the shared call is cancelled
 //    only when no waiter is left (the last one then receives what the
 //    cancelled call reports, exactly as without coalescing).
@@ -56,8 +58,8 @@ class CallCoalescer {
                                  Callback done) = 0;
     // Cancels a started call (its callback then runs with kCancelled unless it already ran).
     virtual void CancelShared(uint64_t id) = 0;
-    // Lets a started call run until `deadline` (later than its current one).
-    virtual void ExtendShared(uint64_t id, absl::Time deadline) = 0;
+    // Moves the deadline of a started call to `deadline` (later or earlier).
+    virtual void SetSharedDeadline(uint64_t id, absl::Time deadline) = 0;
     // Runs `fn` at `when`, without holding a thread meanwhile.
     virtual void ScheduleAt(absl::Time when, absl::AnyInvocable<void() &&> fn) = 0;
   };
@@ -103,6 +105,12 @@ class CallCoalescer {
 
   void OnShared(const std::shared_ptr<Flight>& flight, absl::StatusOr<AuthorizationResult> result);
   void OnTimer(uint64_t id);
+  // Removes waiter `id` of `flight`. When others remain and the shared call's
+  // deadline was the leaver's, moves it to the latest remaining one and
+  // returns the upstream id to tell (else 0). When none remains, ends the
+  // flight and sets `*cancel_id` (or cancel_pending before StartShared returned).
+  uint64_t RemoveWaiter(const std::shared_ptr<Flight>& flight, uint64_t id, uint64_t* cancel_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Schedules the deadline timers of `ids`.
   void ScheduleTimers(const std::vector<std::pair<uint64_t, absl::Time>>& timers);
 

@@ -2,8 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/common/utf8.h"
 
 namespace palmgate::wechatpay {
@@ -32,16 +38,44 @@ nlohmann::json ParseShallow(const std::string& body) {
   return nlohmann::json::parse(body, shallow, /*allow_exceptions=*/false);
 }
 
-absl::Duration RetryAfter(const HttpResponse& response) {
-  int64_t seconds = 0;
-  if (auto v = response.headers.Get("Retry-After"); v.has_value() && absl::SimpleAtoi(*v, &seconds) &&
-                                                      seconds > 0 && seconds <= 3600) {
-    return absl::Seconds(seconds);
+// Parses an HTTP-date in any of the three forms recipients must accept (RFC 9110 section 5.6.7).
+std::optional<absl::Time> ParseHttpDate(absl::string_view value) {
+  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT",    // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+                             "%A, %d-%b-%y %H:%M:%S GMT",    // RFC 850:     Sunday, 06-Nov-94 08:49:37 GMT
+                             "%a %b %e %H:%M:%S %Y"}) {      // asctime:     Sun Nov  6 08:49:37 1994
+    absl::Time t;
+    std::string err;
+    if (absl::ParseTime(format, value, absl::UTCTimeZone(), &t, &err)) return t;
   }
-  return absl::Seconds(1);
+  return std::nullopt;
+}
+
+absl::Duration RetryAfter(const HttpResponse& response, absl::Time now) {
+  std::optional<absl::string_view> value = response.headers.Get("Retry-After");
+  if (!value.has_value()) return kMinRetryAfter;
+  absl::Time reference = now;
+  if (auto date = response.headers.Get("Date"); date.has_value()) {
+    reference = ParseHttpDate(absl::StripAsciiWhitespace(*date)).value_or(now);
+  }
+  std::optional<absl::Duration> delay = ParseRetryAfter(*value, reference);
+  if (!delay.has_value()) return kMinRetryAfter;
+  return std::clamp(*delay, kMinRetryAfter, kMaxRetryAfter);
 }
 
 }  // namespace
+
+std::optional<absl::Duration> ParseRetryAfter(absl::string_view value, absl::Time reference) {
+  value = absl::StripAsciiWhitespace(value);
+  if (!value.empty() && std::all_of(value.begin(), value.end(), absl::ascii_isdigit)) {
+    // delay-seconds: any number of digits; more than fit in 64 bits is "very long".
+    int64_t seconds = 0;
+    if (!absl::SimpleAtoi(value, &seconds)) return absl::InfiniteDuration();
+    return absl::Seconds(seconds);
+  }
+  std::optional<absl::Time> when = ParseHttpDate(value);
+  if (!when.has_value()) return std::nullopt;
+  return *when - reference;
+}
 
 MappedError MapHttpError(int http_status, absl::string_view wechatpay_code) {
   using C = absl::StatusCode;
@@ -61,7 +95,9 @@ MappedError MapHttpError(int http_status, absl::string_view wechatpay_code) {
   return {C::kUnavailable, R::kUpstreamError};
 }
 
-absl::Status ClassifyHttpStatus(const HttpResponse& response) {
+absl::Status ClassifyHttpStatus(const HttpResponse& response) { return ClassifyHttpStatus(response, absl::Now()); }
+
+absl::Status ClassifyHttpStatus(const HttpResponse& response, absl::Time now) {
   if (response.status >= 200 && response.status <= 299 && response.status != 202) return absl::OkStatus();
   UpstreamError e;
   e.http_status = response.status;
@@ -81,7 +117,7 @@ absl::Status ClassifyHttpStatus(const HttpResponse& response) {
   MappedError m = MapHttpError(response.status, e.wechatpay_code);
   e.reason = m.reason;
   if (m.code == absl::StatusCode::kUnavailable || m.code == absl::StatusCode::kResourceExhausted) {
-    e.retry_after = RetryAfter(response);
+    e.retry_after = RetryAfter(response, now);
   }
   std::string message = absl::StrCat("wechatpay: http ", response.status);
   if (!e.wechatpay_code.empty()) absl::StrAppend(&message, " ", e.wechatpay_code);

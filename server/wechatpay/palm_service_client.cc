@@ -72,7 +72,8 @@ struct PalmServiceClient::Call {
   std::string organization_id;
   std::string target;
   absl::Mutex mu;
-  absl::Time deadline ABSL_GUARDED_BY(mu);  // extended when coalesced callers with later deadlines join
+  absl::Time deadline ABSL_GUARDED_BY(mu);  // the callers' deadline (coalesced callers move it), within `cap`
+  absl::Time cap ABSL_GUARDED_BY(mu);       // the gateway's own horizon: max_timeout from the (last) start
   Callback done ABSL_GUARDED_BY(mu);
   bool finished ABSL_GUARDED_BY(mu) = false;
   bool cancelled ABSL_GUARDED_BY(mu) = false;
@@ -80,9 +81,21 @@ struct PalmServiceClient::Call {
   TransferId transfer ABSL_GUARDED_BY(mu) = 0;
   int attempts ABSL_GUARDED_BY(mu) = 0;
   bool avoid_primary ABSL_GUARDED_BY(mu) = false;
+  absl::Time attempt_end ABSL_GUARDED_BY(mu);       // the running attempt's own time limit ends
+  bool deadline_cut ABSL_GUARDED_BY(mu) = false;    // the deadline timer cancelled the running attempt
 };
 
 namespace {
+
+// A probe that has not reported this long after its own limit is considered lost.
+constexpr absl::Duration kLostProbeGrace = absl::Seconds(1);
+// Re-armed deadline timers wait at least this long (a clock that stands still must not spin them).
+constexpr absl::Duration kMinTimerDelay = absl::Milliseconds(1);
+
+absl::Status DeadlineReached() {
+  return MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
+                   "upstream: deadline reached before the answer");
+}
 
 // Full jitter (AWS architecture blog "Exponential Backoff And Jitter"):
 // uniform in [0, min(cap, base * 2^(attempt-1))].
@@ -113,7 +126,7 @@ class PalmServiceClient::SharedUpstream final : public CallCoalescer::Upstream {
     return client_->StartCall(openid, organization_id, *std::move(target), deadline, std::move(done));
   }
   void CancelShared(uint64_t id) override { client_->CancelCall(id); }
-  void ExtendShared(uint64_t id, absl::Time deadline) override { client_->ExtendDeadline(id, deadline); }
+  void SetSharedDeadline(uint64_t id, absl::Time deadline) override { client_->SetDeadline(id, deadline); }
   void ScheduleAt(absl::Time when, absl::AnyInvocable<void() &&> fn) override {
     client_->transport_->Schedule(when - client_->clock_.Now(), std::move(fn));
   }
@@ -161,6 +174,7 @@ CallId PalmServiceClient::StartCall(absl::string_view openid, absl::string_view 
   {
     absl::MutexLock lock(&call->mu);
     call->deadline = deadline;
+    call->cap = std::max(deadline, clock_.Now() + options_.max_timeout);
     call->done = std::move(done);
   }
   {
@@ -182,7 +196,7 @@ void PalmServiceClient::Cancel(CallId id) {
   CancelCall(id);
 }
 
-void PalmServiceClient::ExtendDeadline(CallId id, absl::Time deadline) {
+void PalmServiceClient::SetDeadline(CallId id, absl::Time deadline) {
   std::shared_ptr<Call> call;
   {
     absl::MutexLock lock(&calls_mu_);
@@ -190,8 +204,20 @@ void PalmServiceClient::ExtendDeadline(CallId id, absl::Time deadline) {
     if (it == calls_.end()) return;
     call = it->second;
   }
-  absl::MutexLock lock(&call->mu);
-  call->deadline = std::max(call->deadline, std::min(deadline, clock_.Now() + options_.max_timeout));
+  bool arm = false;
+  int attempt = 0;
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+    call->cap = std::max(call->cap, clock_.Now() + options_.max_timeout);
+    const absl::Time before = call->deadline;
+    call->deadline = std::min(deadline, call->cap);
+    // A later deadline needs no timer: the running one re-arms. An earlier one may end the running attempt sooner.
+    arm = call->deadline < before && !call->in_backoff && call->transfer != 0 && call->deadline < call->attempt_end;
+    attempt = call->attempts;
+    deadline = call->deadline;
+  }
+  if (arm) ArmDeadlineTimer(call, attempt, deadline);
 }
 
 void PalmServiceClient::CancelCall(CallId id) {
@@ -216,31 +242,41 @@ void PalmServiceClient::CancelCall(CallId id) {
   }
 }
 
-std::string PalmServiceClient::PickHost(bool avoid_primary) {
-  if (options_.backup_url.empty()) return options_.base_url;
-  if (avoid_primary) return options_.backup_url;
+PalmServiceClient::HostChoice PalmServiceClient::PickHost(bool avoid_primary) {
+  if (options_.backup_url.empty()) return {options_.base_url};
+  if (avoid_primary) return {options_.backup_url};
   absl::MutexLock lock(&breaker_mu_);
-  if (primary_failures_ < options_.breaker_failures) return options_.base_url;
+  if (primary_failures_ < options_.breaker_failures) return {options_.base_url};
   // Open: the backup takes the traffic; one probe goes to the primary after the open period.
-  if (clock_.Now() >= open_until_ && !probing_) {
+  const absl::Time now = clock_.Now();
+  if (probing_ && now >= probe_started_ + options_.probe_timeout + kLostProbeGrace) probing_ = false;  // lost
+  if (now >= open_until_ && !probing_) {
     probing_ = true;
-    return options_.base_url;
+    probe_started_ = now;
+    return {options_.base_url, ++probe_number_};
   }
-  return options_.backup_url;
+  return {options_.backup_url};
 }
 
-void PalmServiceClient::RecordPrimary(bool site_down_failure) {
+void PalmServiceClient::RecordPrimary(SiteVerdict verdict, uint64_t probe) {
   absl::MutexLock lock(&breaker_mu_);
-  if (!site_down_failure) {
-    primary_failures_ = 0;
-    probing_ = false;
-    open_until_ = absl::InfinitePast();
-    return;
-  }
-  ++primary_failures_;
-  if (probing_ || primary_failures_ >= options_.breaker_failures) {
-    probing_ = false;
-    open_until_ = clock_.Now() + options_.breaker_open;
+  switch (verdict) {
+    case SiteVerdict::kUp:
+      primary_failures_ = 0;
+      probing_ = false;
+      open_until_ = absl::InfinitePast();
+      return;
+    case SiteVerdict::kNone:
+      // Says nothing about the site, but ends this probe: the next call probes again.
+      if (probe != 0 && probe == probe_number_) probing_ = false;
+      return;
+    case SiteVerdict::kDown:
+      ++primary_failures_;
+      if (probing_ || primary_failures_ >= options_.breaker_failures) {
+        probing_ = false;
+        open_until_ = clock_.Now() + options_.breaker_open;
+      }
+      return;
   }
 }
 
@@ -248,6 +284,7 @@ void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
   bool avoid_primary;
   bool cancelled;
   absl::Time deadline;
+  absl::Time cap;
   {
     absl::MutexLock lock(&call->mu);
     if (call->finished) return;
@@ -255,15 +292,15 @@ void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
     avoid_primary = call->avoid_primary;
     cancelled = call->cancelled;
     deadline = call->deadline;
+    cap = call->cap;
   }
   if (cancelled) {
     Finish(call, MakeError(absl::StatusCode::kCancelled, ErrorReason::kCancelled, "upstream: call cancelled"));
     return;
   }
-  const absl::Duration remaining = deadline - clock_.Now();
-  if (remaining <= absl::ZeroDuration()) {
-    Finish(call, MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
-                           "upstream: deadline reached before the answer"));
+  const absl::Time now = clock_.Now();
+  if (deadline <= now) {
+    Finish(call, DeadlineReached());
     return;
   }
   absl::StatusOr<std::string> authorization = credential_.Current()->AuthorizationHeader("GET", call->target, "");
@@ -272,62 +309,121 @@ void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
                            absl::StrCat("sign request: ", authorization.status().message())));
     return;
   }
-  const std::string host = PickHost(avoid_primary);
+  HostChoice choice = PickHost(avoid_primary);
+  // The transfer runs with the gateway's own limits only, so that a transport timeout is always the site's
+  // fault; the callers' deadline, which coalesced callers may move, is a timer (ArmDeadlineTimer).
+  absl::Duration limit = std::min(options_.attempt_timeout, cap - now);
+  if (choice.probe != 0) limit = std::min(limit, options_.probe_timeout);
   HttpRequest request;
   request.method = "GET";
-  request.url = absl::StrCat(host, call->target);
-  request.timeout = std::min(remaining, options_.attempt_timeout);
+  request.url = absl::StrCat(choice.host, call->target);
+  request.timeout = limit;
   request.headers.Add("Accept", "application/json");
   request.headers.Add("Authorization", *std::move(authorization));
   request.headers.Add("Wechatpay-Serial", keys_->Current()->preferred_serial());
   stat_attempts_.fetch_add(1, std::memory_order_relaxed);
-  if (host != options_.base_url) stat_failovers_.fetch_add(1, std::memory_order_relaxed);
+  if (choice.host != options_.base_url) stat_failovers_.fetch_add(1, std::memory_order_relaxed);
+  int attempt;
   {
     absl::MutexLock lock(&call->mu);
-    ++call->attempts;
+    attempt = ++call->attempts;
+    call->attempt_end = now + limit;
+    call->deadline_cut = false;
   }
-  TransferId transfer = transport_->Send(std::move(request), [this, call, host](absl::StatusOr<HttpResponse> r) {
-    OnResponse(call, host, std::move(r));
-  });
+  TransferId transfer =
+      transport_->Send(std::move(request), [this, call, choice](absl::StatusOr<HttpResponse> r) {
+        OnResponse(call, choice, std::move(r));
+      });
   bool cancel = false;
+  bool arm = false;
   {
     absl::MutexLock lock(&call->mu);
     call->transfer = transfer;
     cancel = call->cancelled && !call->finished;
+    deadline = call->deadline;
+    arm = !call->finished && deadline < call->attempt_end;
   }
-  if (cancel) transport_->Cancel(transfer);
+  if (cancel) {
+    transport_->Cancel(transfer);
+  } else if (arm) {
+    ArmDeadlineTimer(call, attempt, deadline);
+  }
 }
 
-void PalmServiceClient::OnResponse(const std::shared_ptr<Call>& call, const std::string& host,
+void PalmServiceClient::ArmDeadlineTimer(const std::shared_ptr<Call>& call, int attempt, absl::Time when) {
+  // Weak: a finished call's timer keeps nothing alive.
+  std::weak_ptr<Call> weak = call;
+  transport_->Schedule(std::max(when - clock_.Now(), kMinTimerDelay), [this, weak, attempt] {
+    if (std::shared_ptr<Call> c = weak.lock()) OnDeadlineTimer(c, attempt);
+  });
+}
+
+void PalmServiceClient::OnDeadlineTimer(const std::shared_ptr<Call>& call, int attempt) {
+  TransferId transfer = 0;
+  absl::Time rearm = absl::InfinitePast();
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished || call->attempts != attempt || call->in_backoff || call->deadline_cut) return;
+    if (call->deadline > clock_.Now()) {
+      // Moved later by a coalesced caller: the attempt goes on for it.
+      if (call->deadline < call->attempt_end) rearm = call->deadline;
+    } else {
+      call->deadline_cut = true;
+      transfer = call->transfer;
+    }
+  }
+  if (rearm != absl::InfinitePast()) {
+    ArmDeadlineTimer(call, attempt, rearm);
+  } else if (transfer != 0) {
+    transport_->Cancel(transfer);  // OnResponse finishes the call with kDeadlineExceeded
+  }
+}
+
+void PalmServiceClient::OnResponse(const std::shared_ptr<Call>& call, const HostChoice& host,
                                    absl::StatusOr<HttpResponse> response) {
-  const bool primary = host == options_.base_url;
+  const bool primary = host.host == options_.base_url;
   if (!response.ok()) {
     const ErrorReason reason = GetReason(response.status());
-    const bool site_down = reason == ErrorReason::kUpstreamUnavailable || reason == ErrorReason::kUpstreamTimeout;
-    if (primary && reason != ErrorReason::kCancelled) RecordPrimary(site_down);
-    if (site_down) {
-      RetryOrFinish(call, host, response.status(), site_down, absl::ZeroDuration());
+    if (reason == ErrorReason::kCancelled) {
+      // The caller cancelled, or its deadline came: nothing the site did.
+      bool deadline_cut;
+      {
+        absl::MutexLock lock(&call->mu);
+        deadline_cut = call->deadline_cut;
+      }
+      if (primary) RecordPrimary(SiteVerdict::kNone, host.probe);
+      Finish(call, deadline_cut ? DeadlineReached() : response.status());
+      return;
+    }
+    // The transfer's time limit is the gateway's own (StartAttempt): a timeout is the site's fault.
+    const bool retry = reason == ErrorReason::kUpstreamUnavailable || reason == ErrorReason::kUpstreamTimeout;
+    const bool site_down = retry || reason == ErrorReason::kUpstreamTlsError;
+    if (primary) RecordPrimary(site_down ? SiteVerdict::kDown : SiteVerdict::kUp, host.probe);
+    if (retry) {
+      RetryOrFinish(call, host.host, response.status(), /*site_down=*/true, absl::ZeroDuration());
     } else {
       Finish(call, response.status());
     }
     return;
   }
-  absl::Status classified = ClassifyHttpStatus(*response);
+  absl::Status classified = ClassifyHttpStatus(*response, clock_.Now());
   if (!classified.ok()) {
     const ErrorReason reason = GetReason(classified);
     const bool site_down = reason == ErrorReason::kUpstreamUnavailable;  // 5xx
-    if (primary) RecordPrimary(site_down);
-    if (site_down || reason == ErrorReason::kUpstreamRateLimited || reason == ErrorReason::kUpstreamAccepted) {
+    if (primary) RecordPrimary(site_down ? SiteVerdict::kDown : SiteVerdict::kUp, host.probe);
+    // 429 is not among them: a retry is more of what WeChat Pay asks to reduce; the caller gets the hint.
+    // 202 (accepted, not processed) is asked again, after Retry-After when it says one.
+    if (site_down || reason == ErrorReason::kUpstreamAccepted) {
       absl::Duration retry_after = absl::ZeroDuration();
       if (response->headers.Get("Retry-After").has_value()) retry_after = GetUpstreamError(classified)->retry_after;
-      RetryOrFinish(call, host, std::move(classified), site_down, retry_after);
+      RetryOrFinish(call, host.host, std::move(classified), site_down, retry_after);
     } else {
       Finish(call, std::move(classified));
     }
     return;
   }
-  if (primary) RecordPrimary(false);
-  Verify(call, host, *std::move(response), /*after_refresh=*/false);
+  if (primary) RecordPrimary(SiteVerdict::kUp, host.probe);
+  Verify(call, host.host, *std::move(response), /*after_refresh=*/false);
 }
 
 void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::string& host, HttpResponse response,

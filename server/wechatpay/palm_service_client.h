@@ -8,14 +8,31 @@
 // and only then parse the body.
 //
 // Resilience (anchors.md B#7): this GET is idempotent, so a failed attempt is
-// retried — on connection failures, timeouts with budget left, 5xx and 429 —
-// with exponential backoff and full jitter, never past the caller's deadline,
-// at most `max_attempts` times, never on other 4xx or on a response that failed
-// verification. Every attempt is signed afresh (new timestamp and nonce).
-// After the primary host fails in a way that suggests the site is down
-// (connection failure, timeout, 5xx) the next attempt goes to the backup host;
-// a circuit breaker keeps traffic on the backup while the primary stays down
-// and lets one probe through to the primary after `breaker_open`.
+// retried — on connection failures, the gateway's own attempt timeout with
+// budget left, 5xx and 202 — with exponential backoff and full jitter, never
+// past the caller's deadline, at most `max_attempts` times, never on 4xx or on
+// a response that failed verification. 429 is never retried within a call:
+// retrying multiplies exactly the traffic WeChat Pay asks to reduce; the
+// caller gets kResourceExhausted with the (bounded) Retry-After as its retry
+// hint. Every attempt is signed afresh (new timestamp and nonce).
+//
+// Whose fault a failure is: only what the site causes — a connection or TLS
+// failure, a 5xx, an attempt outliving the gateway's own time limit
+// (`attempt_timeout`, `max_timeout`, `probe_timeout`) — counts towards the
+// circuit breaker and, when retried (not after a certificate that did not
+// verify), moves the next attempt to the backup host. The
+// caller's deadline is not the site's limit: an attempt still running when
+// the caller's deadline arrives is cancelled (its transfer runs with the
+// gateway's own limit, the deadline is a timer), the call ends with
+// kDeadlineExceeded and the breaker learns nothing from it; a cancelled call
+// neither.
+// The breaker opens after `breaker_failures` consecutive site failures of
+// the primary and keeps traffic on the backup for `breaker_open`; then one
+// call probes the primary, its attempt limited to `probe_timeout`. Every
+// outcome ends the probe: an answer closes the breaker, a site failure opens
+// it again, a cancel or the caller's deadline lets the next call probe. A
+// probe that has not reported `probe_timeout` + 1 s after it started is
+// considered lost and the next call probes.
 // A response naming an unknown serial triggers one key refresh (KeyRefresher)
 // and one re-validation of the same raw response.
 //
@@ -94,6 +111,8 @@ class PalmServiceClient {
     absl::Duration max_timeout = absl::Seconds(10);
     // Upper bound of one attempt; a timed-out attempt is retried while budget remains.
     absl::Duration attempt_timeout = absl::Seconds(10);
+    // Upper bound of a circuit breaker probe's attempt (see the file comment).
+    absl::Duration probe_timeout = absl::Seconds(3);
     int max_attempts = 3;
     absl::Duration backoff_base = absl::Milliseconds(50);
     absl::Duration backoff_max = absl::Seconds(1);
@@ -144,7 +163,8 @@ class PalmServiceClient {
 
   // Cancels a call (also while it waits between attempts); its callback runs
   // with kCancelled unless it already ran. With Options::coalesce, a shared
-  // upstream call is cancelled only when none of its callers is left.
+  // upstream call is cancelled only when none of its callers is left. A
+  // cancelled call never counts against the upstream site.
   void Cancel(CallId id);
 
   Stats GetStats() const;
@@ -154,20 +174,36 @@ class PalmServiceClient {
   struct Call;
   class SharedUpstream;
 
+  // What an attempt's outcome says about the primary site.
+  enum class SiteVerdict {
+    kUp,    // it answered (any HTTP status but 5xx)
+    kDown,  // connection or TLS failure, 5xx, the gateway's own time limit ran out
+    kNone,  // nothing: the caller cancelled or its deadline arrived
+  };
+  struct HostChoice {
+    std::string host;
+    uint64_t probe = 0;  // the breaker's probe number when this attempt is its probe, else 0
+  };
+
   // The call itself, without coalescing. `deadline` is already capped.
   CallId StartCall(absl::string_view openid, absl::string_view organization_id, std::string target,
                    absl::Time deadline, Callback done);
-  void ExtendDeadline(CallId id, absl::Time deadline);
+  // Moves the deadline of a started call (later or earlier), within max_timeout from now.
+  void SetDeadline(CallId id, absl::Time deadline);
   void CancelCall(CallId id);
   void StartAttempt(const std::shared_ptr<Call>& call);
-  void OnResponse(const std::shared_ptr<Call>& call, const std::string& host, absl::StatusOr<HttpResponse> response);
+  // Cancels attempt number `attempt` of `call` if the call's deadline has come; re-arms when it moved.
+  void ArmDeadlineTimer(const std::shared_ptr<Call>& call, int attempt, absl::Time when);
+  void OnDeadlineTimer(const std::shared_ptr<Call>& call, int attempt);
+  void OnResponse(const std::shared_ptr<Call>& call, const HostChoice& host, absl::StatusOr<HttpResponse> response);
   void Verify(const std::shared_ptr<Call>& call, const std::string& host, HttpResponse response, bool after_refresh);
   // Retries when allowed; else finishes with `error`.
   void RetryOrFinish(const std::shared_ptr<Call>& call, const std::string& host, absl::Status error,
                      bool site_down, absl::Duration retry_after);
   void Finish(const std::shared_ptr<Call>& call, absl::StatusOr<AuthorizationResult> result);
-  std::string PickHost(bool avoid_primary) ABSL_LOCKS_EXCLUDED(breaker_mu_);
-  void RecordPrimary(bool site_down_failure) ABSL_LOCKS_EXCLUDED(breaker_mu_);
+  HostChoice PickHost(bool avoid_primary) ABSL_LOCKS_EXCLUDED(breaker_mu_);
+  // Feeds the breaker what an attempt on the primary (probe number `probe`, or 0) showed.
+  void RecordPrimary(SiteVerdict verdict, uint64_t probe) ABSL_LOCKS_EXCLUDED(breaker_mu_);
   void NoteSkew(absl::Duration skew, bool beyond_window);
 
   const Options options_;
@@ -187,6 +223,8 @@ class PalmServiceClient {
   int primary_failures_ ABSL_GUARDED_BY(breaker_mu_) = 0;
   absl::Time open_until_ ABSL_GUARDED_BY(breaker_mu_) = absl::InfinitePast();
   bool probing_ ABSL_GUARDED_BY(breaker_mu_) = false;
+  uint64_t probe_number_ ABSL_GUARDED_BY(breaker_mu_) = 0;  // of the current (or last) probe
+  absl::Time probe_started_ ABSL_GUARDED_BY(breaker_mu_) = absl::InfinitePast();
 
   std::atomic<int64_t> stat_calls_{0};
   std::atomic<int64_t> stat_attempts_{0};

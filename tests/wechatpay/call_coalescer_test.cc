@@ -38,7 +38,7 @@ class FakeUpstream final : public CallCoalescer::Upstream {
     cancelled.push_back(id);
     Complete(id, MakeError(absl::StatusCode::kCancelled, ErrorReason::kCancelled, "upstream: call cancelled"));
   }
-  void ExtendShared(uint64_t id, absl::Time deadline) override { calls[id].deadline = deadline; }
+  void SetSharedDeadline(uint64_t id, absl::Time deadline) override { calls[id].deadline = deadline; }
   void ScheduleAt(absl::Time when, absl::AnyInvocable<void() &&> fn) override {
     timers.emplace(when, std::move(fn));
   }
@@ -167,6 +167,35 @@ TEST_F(CallCoalescerTest, LaterDeadlineWaiterExtendsTheSharedCall) {
   EXPECT_TRUE(upstream_.cancelled.empty());
   upstream_.Complete(id, Answer("o1"));
   EXPECT_TRUE(results_[2].ok());
+}
+
+TEST_F(CallCoalescerTest, FirstCallersShortDeadlineNeverEndsTheSharedCallForTheOthers) {
+  Join(1, "o1", t0_ + absl::Milliseconds(150));
+  Join(2, "o1", t0_ + absl::Seconds(2));
+  Join(3, "o1", t0_ + absl::Seconds(1));
+  const uint64_t id = upstream_.calls.begin()->first;
+  upstream_.RunTimersUntil(t0_ + absl::Milliseconds(150));
+  EXPECT_EQ(results_[1].status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(upstream_.cancelled.empty());
+  EXPECT_EQ(upstream_.calls[id].deadline, t0_ + absl::Seconds(2));  // the latest of those still waiting
+  upstream_.Complete(id, Answer("o1"));
+  EXPECT_TRUE(results_[2].ok());
+  EXPECT_TRUE(results_[3].ok());
+}
+
+TEST_F(CallCoalescerTest, WaiterWithTheLatestDeadlineLeavingMovesTheSharedDeadlineToTheLatestLeft) {
+  Join(1, "o1", t0_ + absl::Seconds(5));
+  const uint64_t late = Join(2, "o1", t0_ + absl::Seconds(10));
+  Join(3, "o1", t0_ + absl::Seconds(7));
+  const uint64_t id = upstream_.calls.begin()->first;
+  ASSERT_EQ(upstream_.calls[id].deadline, t0_ + absl::Seconds(10));
+  coalescer_.Cancel(late);
+  EXPECT_EQ(upstream_.calls[id].deadline, t0_ + absl::Seconds(7));
+  EXPECT_TRUE(upstream_.cancelled.empty());
+  upstream_.RunTimersUntil(t0_ + absl::Seconds(7));  // both remaining waiters' own timers
+  EXPECT_EQ(results_[1].status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(results_[3].status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(upstream_.cancelled, ::testing::ElementsAre(id));  // none left: cancelled
 }
 
 TEST_F(CallCoalescerTest, TimerOfAnAnsweredWaiterDoesNothing) {

@@ -1,5 +1,10 @@
 #include "server/wechatpay/error_mapping.h"
 
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -85,6 +90,42 @@ TEST(ErrorMappingTest, ToleratesHtmlAndEmptyBodiesAndUsesRetryAfter) {
   r.status = 429;
   r.body = "";
   EXPECT_EQ(ClassifyHttpStatus(r).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(ErrorMappingTest, ParsesRetryAfterSecondsAndEveryHttpDateForm) {
+  const absl::Time ref = absl::FromUnixSeconds(784111777);  // Sun, 06 Nov 1994 08:49:37 GMT
+  EXPECT_EQ(ParseRetryAfter("120", ref), absl::Seconds(120));
+  EXPECT_EQ(ParseRetryAfter(" 0 ", ref), absl::ZeroDuration());
+  EXPECT_EQ(ParseRetryAfter("Sun, 06 Nov 1994 08:50:07 GMT", ref), absl::Seconds(30));
+  EXPECT_EQ(ParseRetryAfter("Sunday, 06-Nov-94 08:50:07 GMT", ref), absl::Seconds(30));
+  EXPECT_EQ(ParseRetryAfter("Sun Nov  6 08:50:07 1994", ref), absl::Seconds(30));
+  EXPECT_EQ(ParseRetryAfter("Sun, 06 Nov 1994 08:49:07 GMT", ref), absl::Seconds(-30));  // in the past
+  EXPECT_EQ(ParseRetryAfter("99999999999999999999999", ref), absl::InfiniteDuration());
+  for (const char* bad : {"", "-5", "1.5", "soon", "5s", "Sun, 06 Nov 1994"}) {
+    EXPECT_EQ(ParseRetryAfter(bad, ref), std::nullopt) << bad;
+  }
+}
+
+TEST(ErrorMappingTest, RetryHintIsBoundedWhateverRetryAfterSays) {
+  const absl::Time now = absl::FromUnixSeconds(784111777);
+  auto hint = [&](std::vector<std::pair<std::string, std::string>> headers) {
+    HttpResponse r;
+    r.status = 429;
+    for (auto& [n, v] : headers) r.headers.Add(n, v);
+    return GetUpstreamError(ClassifyHttpStatus(r, now))->retry_after;
+  };
+  EXPECT_EQ(hint({}), kMinRetryAfter);
+  EXPECT_EQ(hint({{"Retry-After", "0"}}), kMinRetryAfter);
+  EXPECT_EQ(hint({{"Retry-After", "7"}}), absl::Seconds(7));
+  EXPECT_EQ(hint({{"Retry-After", "31536000"}}), kMaxRetryAfter);  // a year
+  EXPECT_EQ(hint({{"Retry-After", "99999999999999999999999"}}), kMaxRetryAfter);
+  EXPECT_EQ(hint({{"Retry-After", "garbage"}}), kMinRetryAfter);
+  // An HTTP-date counts from the answer's own Date when it has one, else from `now`.
+  EXPECT_EQ(hint({{"Retry-After", "Sun, 06 Nov 1994 08:50:07 GMT"}}), absl::Seconds(30));
+  EXPECT_EQ(hint({{"Date", "Sun, 06 Nov 1994 08:50:00 GMT"}, {"Retry-After", "Sun, 06 Nov 1994 08:50:07 GMT"}}),
+            absl::Seconds(7));
+  EXPECT_EQ(hint({{"Retry-After", "Sun, 06 Nov 1994 08:00:00 GMT"}}), kMinRetryAfter);  // past
+  EXPECT_EQ(hint({{"Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT"}}), kMaxRetryAfter);
 }
 
 TEST(ErrorMappingTest, SignErrorKeepsNestedDetail) {
