@@ -324,19 +324,27 @@ SandboxResponse Handler::HandleApi(const SandboxRequest& request, Context& ctx) 
   // Response key, chosen by the request's Wechatpay-Serial. A platform
   // certificate that is not (or no longer) active is answered with the active
   // one, as WeChat Pay does once it rotated: the client then sees a new serial.
+  // Except /v3/certificates: it is signed with the certificate the client
+  // names, so that the listing introducing a new certificate is vouched for by
+  // one the client already trusts.
   std::vector<absl::string_view> serial = HeaderValues(request, "Wechatpay-Serial");
-  SigningKey active_platform_key = public_signing_key_;
+  SigningKey platform_key = public_signing_key_;
   std::vector<crypto::Certificate> listed_certs;
   bool serial_is_platform = false;
   {
     absl::MutexLock lock(&platform_mu_);
     for (const PlatformEntry& e : platform_) {
-      if (e.cert.serial() == active_serial_) active_platform_key = e.signing_key;
+      if (e.cert.serial() == active_serial_) platform_key = e.signing_key;
       if (e.listed) listed_certs.push_back(e.cert);
       if (serial.size() == 1 && absl::EqualsIgnoreCase(serial.front(), e.cert.serial())) serial_is_platform = true;
     }
+    if (is_certs && serial_is_platform) {
+      for (const PlatformEntry& e : platform_) {
+        if (absl::EqualsIgnoreCase(serial.front(), e.cert.serial())) platform_key = e.signing_key;
+      }
+    }
   }
-  const SigningKey* key = options_.public_key_only ? &public_signing_key_ : &active_platform_key;
+  const SigningKey* key = options_.public_key_only ? &public_signing_key_ : &platform_key;
   if (serial.size() > 1) {
     rec.error_code = "INVALID_REQUEST";
     return ErrorResponse(400, "INVALID_REQUEST", "Wechatpay-Serial appears more than once");
@@ -345,7 +353,7 @@ SandboxResponse Handler::HandleApi(const SandboxRequest& request, Context& ctx) 
     if (serial.front() == keys_.public_key_id) {
       key = &public_signing_key_;
     } else if (!options_.public_key_only && serial_is_platform) {
-      key = &active_platform_key;
+      key = &platform_key;
     } else {
       rec.error_code = "INVALID_REQUEST";
       return ErrorResponse(400, "INVALID_REQUEST",

@@ -62,7 +62,8 @@ ABSL_FLAG(std::string, apiv3_key_file, "",
 ABSL_FLAG(absl::Duration, certificate_refresh_interval, absl::Hours(11),
           "platform certificate refresh period (jitter ±min(30m, 10%); must stay under 12h)");
 ABSL_FLAG(absl::Duration, certificate_refresh_min_interval, absl::Seconds(30),
-          "at most one unknown-serial certificate download per this interval");
+          "after an unknown-serial certificate download that brought none of the serials asked for, "
+          "the next one waits this long (start-up, periodic downloads and real rotations never count)");
 ABSL_FLAG(std::string, upstream_ca, "", "file: CA bundle trusted for the upstream TLS (default: system CAs)");
 ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY)");
 ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");

@@ -6,13 +6,14 @@
 //
 // - Downloads `GET /v3/certificates` at start-up (RefreshBlocking), on its own
 //   timer thread every `refresh_interval` ± `refresh_jitter` (default 11 h ±
-//   30 min; WeChat Pay asks for an interval under 12 h), and on demand when a
-//   response names a serial the key ring does not hold (KeyRefresher; at most
-//   one download per `min_refresh_interval`, concurrent requests share one).
+//   30 min; WeChat Pay asks for an interval under 12 h), on key reload
+//   (Reconfigure), and on demand when a response names a serial the key ring
+//   does not hold (KeyRefresher, see ON-DEMAND REFRESH below).
 // - Every download is signed afresh (Credential), sent with `Wechatpay-Serial`
-//   set to the ring's preferred serial, classified and verified
-//   (ValidateResponse), and each certificate decrypted with AEAD_AES_256_GCM
-//   under the APIv3 key (ParseCertificatesResponse).
+//   set to the ring's preferred serial (so that WeChat Pay signs the answer
+//   with a key the gateway holds), classified and verified (ValidateResponse),
+//   and each certificate decrypted with AEAD_AES_256_GCM under the APIv3 key
+//   (ParseCertificatesResponse).
 // - The new ring is the static keys (configured WeChat Pay public key, pinned
 //   platform certificates) plus the downloaded certificates. Expired
 //   certificates are dropped, not-yet-valid ones kept (they become preferred
@@ -26,21 +27,44 @@
 //   the manager keeps public-key mode and logs it once. Without any static key
 //   start-up fails with kFailedPrecondition.
 //
-// TRUST DECISION (the first download, and any download signed by a serial the
-// ring does not know):
-//   * When the response's `Wechatpay-Serial` is in the current ring (a
-//     configured public key, a pinned certificate, or a certificate from an
-//     earlier download), the response MUST verify with that key; a failure is
-//     final — nothing from that download is used.
-//   * Otherwise (the ring is empty, or WeChat Pay signed with a certificate we
-//     have not seen yet, e.g. after it retired the one we asked for), the
-//     download is accepted only if every certificate in it decrypts and
+// TRUST DECISION (every download):
+//   * While the gateway holds a usable key (a configured public key, a pinned
+//     platform certificate, or a certificate from an earlier download that is
+//     valid now), a download is trusted only if its signature verifies with a
+//     key it holds: the one its `Wechatpay-Serial` names, which must be in the
+//     ring. A download signed by any other serial, or failing to verify, is
+//     refused whole; nothing in it is used. New certificates therefore enter
+//     the ring only vouched for by a key already trusted: a rotation is
+//     trusted because the old certificate (or the public key) signed the
+//     listing that introduces the new one.
+//   * Only a gateway holding no usable key (the first download without
+//     configured keys, or every certificate expired) trusts on first use: the
+//     download is accepted if every certificate in it decrypts and
 //     authenticates under the APIv3 key (AES-256-GCM; only WeChat Pay and the
 //     merchant hold that key) AND the response signature verifies with one of
-//     the certificates it delivered (the PHP CLI approach, wechatpay-v3.md 4.3).
-//     The APIv3 key is then the root of trust: whoever holds it can forge
-//     certificates, so keep it as secret as the merchant private key. No chain
-//     to a WeChat Pay CA is checked (none is published for this purpose).
+//     the certificates it delivered (the PHP CLI approach, wechatpay-v3.md
+//     4.3). Whoever holds the APIv3 key can forge that first download, so keep
+//     it as secret as the merchant private key; configure a public key or pin
+//     a certificate to take the APIv3 key out of the trust path. No chain to a
+//     WeChat Pay CA is checked (none is published for this purpose).
+//   * Reconfigure (key reload) drops every downloaded certificate: the ring is
+//     rebuilt from the new static keys and a fresh download made under the new
+//     APIv3 key and the same rules. A download that was in flight across a
+//     reload is discarded and redone.
+//
+// ON-DEMAND REFRESH (RefreshForUnknownSerial):
+//   * A request for a serial the ring does not hold starts a download at once
+//     unless one is in flight; concurrent requests share it. A request that
+//     arrives while a download is in flight (started before the serial was
+//     seen) and is not satisfied by it gets one follow-up download.
+//   * Start-up, periodic and reload downloads do not count against
+//     `min_refresh_interval`; neither does an on-demand download that brought
+//     a serial it was asked for (a real rotation, at any moment, even right
+//     after another one). Only an on-demand download that brought none of the
+//     serials asked for (random serials from a hostile or broken upstream, or
+//     a failed download) holds further on-demand downloads back for
+//     `min_refresh_interval`: such requests fail at once with
+//     kResourceExhausted instead of downloading in a loop.
 //
 // Thread safety: all public methods are thread-safe. Callbacks (KeyRefresher
 // `done`, the usability listener) never run under the manager's mutex.
@@ -101,7 +125,9 @@ class PlatformCertificateManager final : public KeyRefresher {
     absl::Duration refresh_jitter = absl::Minutes(30);
     // After a failed periodic download, the next try comes this much later.
     absl::Duration retry_interval = absl::Minutes(5);
-    // Unknown-serial refreshes: at most one download started per this long.
+    // After an on-demand (unknown-serial) download that brought none of the
+    // serials asked for, further on-demand downloads wait this long (see
+    // ON-DEMAND REFRESH). Other downloads neither count nor wait.
     absl::Duration min_refresh_interval = absl::Seconds(30);
     absl::Duration download_timeout = absl::Seconds(10);
     // How long a certificate no longer listed is still accepted.
@@ -125,6 +151,7 @@ class PlatformCertificateManager final : public KeyRefresher {
     int64_t downloads_failed = 0;
     int64_t ring_swaps = 0;
     int64_t refreshes_rate_limited = 0;
+    int64_t downloads_untrusted = 0;  // refused: not signed by a held key (see TRUST DECISION)
     bool platform_certificates_unavailable = false;  // /v3/certificates answered 404
     bool usable = false;           // the ring holds a key valid now
   };
@@ -175,17 +202,27 @@ class PlatformCertificateManager final : public KeyRefresher {
   Stats GetStats() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Key reload: replaces the signing credential, the APIv3 key and the static
-  // keys, and rebuilds the ring from them and the certificates downloaded so
-  // far (swapped into the store when it changed). On error (an unusable static
-  // key, an APIv3 key that is not 32 bytes, or no usable key left) nothing
-  // changes. Downloads already in flight finish with the previous settings.
+  // keys, drops every downloaded certificate, and downloads afresh with the
+  // new settings, trusting the download only if a new static key verifies it
+  // (or, without static keys, on first use under the new APIv3 key; see TRUST
+  // DECISION). Waits for that download until its timeout. OK when the new
+  // ring (static keys plus the fresh download) is in place, also when the
+  // download failed but the static keys alone are usable (the timer retries
+  // after `retry_interval`). On error (an unusable static key, an APIv3 key
+  // that is not 32 bytes, a failed download without static keys, kCancelled
+  // after Stop()) nothing changes. A download in flight meanwhile is
+  // discarded, and refresh requests made meanwhile wait; one download with
+  // the settings in force afterwards serves them. Not on the transport's
+  // thread, nor concurrently with Stop().
   absl::Status Reconfigure(std::shared_ptr<const Credential> credential, std::string apiv3_key,
-                           StaticVerificationKeys static_keys) ABSL_LOCKS_EXCLUDED(mu_);
+                           StaticVerificationKeys static_keys) ABSL_LOCKS_EXCLUDED(mu_, reload_mu_);
 
   // KeyRefresher. OK at once when the ring already holds `serial` (another
-  // refresh got it); kResourceExhausted at once when the last download
-  // started less than min_refresh_interval ago and none is in flight;
-  // kCancelled after Stop().
+  // refresh got it); otherwise OK once a download that started after this
+  // call completed (the ring may or may not hold `serial` then). kResourceExhausted
+  // at once when an on-demand download that brought none of its serials
+  // started less than min_refresh_interval ago (see ON-DEMAND REFRESH); the
+  // download's error when it failed; kCancelled after Stop().
   void RefreshForUnknownSerial(absl::string_view serial, Callback done) override ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -202,19 +239,30 @@ class PlatformCertificateManager final : public KeyRefresher {
   struct Outcome {
     absl::Status status;
     bool not_found = false;
+    bool untrusted = false;  // signed by a key the gateway does not hold
     std::vector<crypto::Certificate> certificates;
   };
 
-  static Outcome Failed(absl::Status status, bool not_found = false);
+  static Outcome Failed(absl::Status status, bool not_found = false, bool untrusted = false);
   PlatformCertificateManager(Options options, std::shared_ptr<const Credential> credential,
                              HttpTransport* transport, crypto::SecretString apiv3_key, StaticVerificationKeys static_keys,
                              const Clock& clock);
 
-  // Marks a download as started; the caller sends it (SendDownload) after unlocking.
-  int64_t BeginDownloadLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks a download as started; the caller sends it (SendDownload) after
+  // unlocking. `on_demand`: started only for unknown-serial requests.
+  int64_t BeginDownloadLocked(absl::Time now, bool on_demand) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when an on-demand download may start now (see ON-DEMAND REFRESH).
+  bool OnDemandAllowedLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns the signed GET /v3/certificates request, asking WeChat Pay to sign
+  // with `held`'s preferred key (none when `held` is null).
+  absl::StatusOr<HttpRequest> BuildDownloadRequest(const Credential& credential, const KeyRing* held) const;
   void SendDownload(int64_t number) ABSL_LOCKS_EXCLUDED(mu_);
-  void OnDownload(int64_t number, absl::StatusOr<HttpResponse> response) ABSL_LOCKS_EXCLUDED(mu_);
-  Outcome Evaluate(const absl::StatusOr<HttpResponse>& response, const std::shared_ptr<const KeyRing>& ring,
+  // `held`: the ring when the download was sent; `generation`: generation_ then.
+  void OnDownload(int64_t number, uint64_t generation, std::shared_ptr<const KeyRing> held,
+                  absl::StatusOr<HttpResponse> response) ABSL_LOCKS_EXCLUDED(mu_);
+  // The trust decision (header comment) for one download answer; `held` is
+  // the ring the gateway held when it sent the request (may be null).
+  Outcome Evaluate(const absl::StatusOr<HttpResponse>& response, const std::shared_ptr<const KeyRing>& held,
                    const std::string& apiv3_key, absl::Time now) const;
   // Rebuilds the ring from static + downloaded keys; swaps when it changed.
   // `force`: swap even when the serials did not change (a reloaded key may keep its id).
@@ -229,8 +277,10 @@ class PlatformCertificateManager final : public KeyRefresher {
   HttpTransport* const transport_;
   const Clock& clock_;
 
+  absl::Mutex reload_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // one Reconfigure at a time
+
   mutable absl::Mutex mu_;
-  // Replaced by Reconfigure (key reload).
+  // Replaced by Reconfigure (key reload), which also bumps generation_.
   std::shared_ptr<const Credential> credential_ ABSL_GUARDED_BY(mu_);
   crypto::SecretString apiv3_key_ ABSL_GUARDED_BY(mu_);  // wiped when replaced or freed
   StaticVerificationKeys static_keys_ ABSL_GUARDED_BY(mu_);
@@ -239,10 +289,15 @@ class PlatformCertificateManager final : public KeyRefresher {
   std::map<std::string, Downloaded> downloaded_ ABSL_GUARDED_BY(mu_);  // by serial
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   int64_t downloads_started_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // settings (Reconfigure) a download was made with
   bool in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool in_flight_on_demand_ ABSL_GUARDED_BY(mu_) = false;
+  bool reloading_ ABSL_GUARDED_BY(mu_) = false;  // Reconfigure running: no download starts
   int busy_ ABSL_GUARDED_BY(mu_) = 0;  // OnDownload calls still running (after in_flight_ cleared)
   TransferId transfer_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time last_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time in_flight_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Start of the last on-demand download that brought none of its serials.
+  absl::Time last_fruitless_on_demand_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_periodic_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time next_change_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // a cert expires or becomes valid
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

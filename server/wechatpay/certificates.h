@@ -9,8 +9,9 @@
 // and its serial equals `serial_no`. The download loop is built on top of this.
 //
 // The response must already have been validated (ValidateResponse) by the
-// caller, except for the very first download, whose trust decision is the
-// certificate manager's.
+// caller with a key it holds, except for a download made while it holds no
+// usable key (trust on first use), whose trust decision is the certificate
+// manager's (certificate_manager.h, TRUST DECISION).
 #ifndef PALMGATE_SERVER_WECHATPAY_CERTIFICATES_H_
 #define PALMGATE_SERVER_WECHATPAY_CERTIFICATES_H_
 

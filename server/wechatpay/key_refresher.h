@@ -27,9 +27,10 @@ class KeyRefresher {
   // Requests a refresh because a response named `serial`. `done` runs exactly
   // once, on any thread, after the key store holds the result of a refresh
   // that started after this call (OK), or with the reason none could be made:
-  // kResourceExhausted when refreshes are rate limited and the last one was
-  // too recent, kUnavailable / kNotFound when the download failed.
-  // Concurrent requests share one download.
+  // kResourceExhausted when refreshes are rate limited (an earlier one found
+  // nothing new too recently), kUnavailable / kNotFound when the download
+  // failed, kInternal when it could not be trusted. Concurrent requests share
+  // one download.
   virtual void RefreshForUnknownSerial(absl::string_view serial, Callback done) = 0;
 };
 

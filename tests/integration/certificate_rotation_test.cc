@@ -2,8 +2,12 @@
 // (LoadGateway: CurlTransport, PlatformCertificateManager, PalmServiceClient
 // with its unknown-serial refresh hook) against a real palmgate-sandbox, in the
 // three verification modes, and under load while the sandbox rotates its
-// platform certificate (add → activate → retire, twice).
+// platform certificate (add → activate → retire, twice; and twice within the
+// first second after start), all with the production refresh rate limit. And
+// against a hostile upstream that holds the APIv3 key: with configured keys,
+// nothing it signs gets in.
 #include <atomic>
+#include <filesystem>
 #include <future>
 #include <memory>
 #include <string>
@@ -12,17 +16,26 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/file_util.h"
+#include "server/crypto/aes_gcm.h"
+#include "server/crypto/base64.h"
+#include "server/crypto/rsa.h"
 #include "server/gateway.h"
+#include "tests/testing/child_process.h"
+#include "tests/testing/hostile_http_server.h"
 #include "tests/testing/sandbox_process.h"
 #include "tests/testing/test_matchers.h"
 
 namespace palmgate {
 namespace {
 
+using ::palmgate::testing::HostileHttpServer;
+using ::palmgate::testing::HostileScript;
 using ::palmgate::testing::HttpFetch;
 using ::palmgate::testing::IsOk;
 using ::palmgate::testing::SandboxMerchant;
@@ -166,8 +179,9 @@ TEST_F(CertificateRotationTest, BadApiV3KeyFileIsAStartUpError) {
 TEST_F(CertificateRotationTest, RotationUnderLoadHasZeroFailures) {
   StartSandbox();
   GatewayConfig config = Config(Mode::kPlatformCertificates);
-  // Two rotations within seconds: a production rate limit (30 s) would refuse the second refresh.
-  config.certificate_refresh_min_interval = absl::ZeroDuration();
+  // Two rotations within seconds, under the production rate limit (30 s): a
+  // refresh that brought the new certificate does not hold back the next one.
+  ASSERT_EQ(config.certificate_refresh_min_interval, absl::Seconds(30));
   auto loaded = LoadGateway(config, SystemClock::Get());
   ASSERT_THAT(loaded, IsOk());
   GatewayCore& core = **loaded;
@@ -231,6 +245,149 @@ TEST_F(CertificateRotationTest, RotationUnderLoadHasZeroFailures) {
   EXPECT_GE(stats.downloads_started, 3);  // start-up + one per activation
   EXPECT_LE(stats.downloads_started, 12);  // shared, not one per call
   EXPECT_EQ(core.client->GetStats().key_refreshes > 0, true);
+}
+
+// Finding 1: WeChat Pay rotates in the first second after start (right after
+// the start-up download), then again at once. Every call succeeds: neither
+// the start-up download nor the first rotation's refresh holds back the
+// refresh the next rotation needs.
+TEST_F(CertificateRotationTest, RotationsInTheFirstSecondAfterStartFailNoCall) {
+  StartSandbox();
+  GatewayConfig config = Config(Mode::kPlatformCertificates);
+  ASSERT_EQ(config.certificate_refresh_min_interval, absl::Seconds(30));  // production
+  auto loaded = LoadGateway(config, SystemClock::Get());
+  ASSERT_THAT(loaded, IsOk());
+  GatewayCore& core = **loaded;
+  ASSERT_EQ(core.certificates->GetStats().downloads_started, 1);
+  const absl::Time started = absl::Now();  // the start-up download just finished
+  std::vector<std::string> rotated;
+  for (int rotation = 0; rotation < 2; ++rotation) {
+    const std::string added = Admin("/_sandbox/certificates/add").value("serial_no", "");
+    ASSERT_FALSE(added.empty());
+    Admin("/_sandbox/certificates/activate?serial_no=" + added);
+    rotated.push_back(added);
+    // What matters: the rotation comes well within min_refresh_interval of
+    // the start-up download (typically under a second; asserted loosely so a
+    // loaded machine does not break the test).
+    if (rotation == 0) {
+      ASSERT_LT(absl::Now() - started, absl::Seconds(20));
+      ::testing::Test::RecordProperty("rotation_after_start_ms",
+                                      static_cast<int>(absl::ToInt64Milliseconds(absl::Now() - started)));
+    }
+    // 15 calls, 5 at a time: the first answers are signed by a serial the gateway has not seen yet.
+    std::vector<std::future<absl::StatusOr<wechatpay::AuthorizationResult>>> calls;
+    for (int i = 0; i < 15; ++i) {
+      calls.push_back(std::async(std::launch::async, [&core] { return Query(core); }));
+      if (calls.size() % 5 == 0) {
+        for (size_t j = calls.size() - 5; j < calls.size(); ++j) calls[j].wait();
+      }
+    }
+    int failed = 0;
+    std::string first_failure;
+    for (auto& call : calls) {
+      auto r = call.get();
+      if (r.ok()) {
+        EXPECT_EQ(r->verified_by, added);
+      } else if (failed++ == 0) {
+        first_failure = r.status().ToString();
+      }
+    }
+    EXPECT_EQ(failed, 0) << "rotation " << rotation << ": " << first_failure;
+  }
+  const auto stats = core.certificates->GetStats();
+  EXPECT_EQ(stats.refreshes_rate_limited, 0);
+  EXPECT_LE(stats.downloads_started, 1 + 2 * 2);  // start-up, then shared refreshes
+  EXPECT_NE(core.keys->Current()->Find(rotated[1]), nullptr);
+}
+
+// Finding 2: an upstream that holds the APIv3 key (an intercepting proxy whose
+// CA is trusted, or a plain-HTTP upstream as here) lists a self-signed
+// certificate of its own, sealed under the APIv3 key, signs that download and
+// every answer with it. With a configured public key and pinned certificate,
+// the gateway refuses the download (it is not signed by a key it holds), the
+// certificate never enters the key ring, and no forged answer is returned OK.
+TEST(CertificateTrustTest, UpstreamHoldingTheApiV3KeyCannotAddItsOwnCertificate) {
+  auto dir = testing::MakeTempDir("palmgate-trust-keys");
+  ASSERT_THAT(dir, IsOk());
+  ASSERT_THAT(testing::RunSandboxKeygen(*dir), IsOk());
+  auto merchant = SandboxMerchant::Load(*dir);
+  ASSERT_THAT(merchant, IsOk());
+
+  // The forger's certificate: self-signed, valid now.
+  auto forged_key = crypto::RsaPrivateKey::Generate();
+  ASSERT_THAT(forged_key, IsOk());
+  crypto::CertificateSpec spec;
+  spec.common_name = "Tenpay.com Root CA";
+  spec.not_before = absl::Now() - absl::Hours(1);
+  spec.not_after = absl::Now() + absl::Hours(24 * 365);
+  auto forged_pem = crypto::IssueCertificate(spec, forged_key->PublicKey(), *forged_key, nullptr);
+  ASSERT_THAT(forged_pem, IsOk());
+  auto forged = crypto::Certificate::FromPem(*forged_pem);
+  ASSERT_THAT(forged, IsOk());
+  const std::string nonce = crypto::RandomAlphanumeric(12);
+  auto sealed = crypto::AesGcmSeal(merchant->apiv3_key(), nonce, "certificate", *forged_pem);
+  ASSERT_THAT(sealed, IsOk());
+  const nlohmann::json entry = {{"serial_no", forged->serial()},
+                                {"effective_time", "2024-01-01T00:00:00+08:00"},
+                                {"expire_time", "2030-01-01T00:00:00+08:00"},
+                                {"encrypt_certificate",
+                                 {{"algorithm", "AEAD_AES_256_GCM"},
+                                  {"nonce", nonce},
+                                  {"associated_data", "certificate"},
+                                  {"ciphertext", crypto::Base64Encode(*sealed)}}}};
+  const nlohmann::json listing = {{"data", nlohmann::json::array({entry})}};
+  const std::string certificates_body = listing.dump();
+  const std::string answer_body = R"({"openid":"o-rot","organization_id":"1004","state":"AUTHORIZATION_STATE_ON"})";
+  const std::string forged_key_pem = forged_key->ToPkcs8Pem();
+  const std::string forged_serial = forged->serial();
+
+  auto upstream = HostileHttpServer::Start({});
+  ASSERT_THAT(upstream, IsOk());
+  (*upstream)->SetScript([&](absl::string_view head) {
+    const std::string& body =
+        absl::StartsWith(head, "GET /v3/certificates") ? certificates_body : answer_body;
+    auto headers = testing::WechatpaySignatureHeaders(body, forged_key_pem, forged_serial, absl::Now());
+    HostileScript s;
+    s.head = absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
+                          "\r\n", headers.value_or(""), "\r\n");
+    s.body = body;
+    return s;
+  });
+
+  GatewayConfig c;
+  c.mchid = merchant->mchid();
+  c.merchant_serial = merchant->merchant_serial();
+  c.merchant_private_key = *dir + "/apiclient_key.pem";
+  c.wechatpay_public_key = *dir + "/pub_key.pem";
+  c.wechatpay_public_key_id = merchant->public_key_id();
+  c.platform_certificates = {*dir + "/platform_cert.pem"};
+  c.apiv3_key_file = *dir + "/apiv3_key.txt";
+  c.upstream = (*upstream)->base_url();
+  c.upstream_backup = "none";
+  c.upstream_timeout = absl::Seconds(5);
+  auto loaded = LoadGateway(c, SystemClock::Get());  // the start-up download is refused; the configured keys remain
+  ASSERT_THAT(loaded, IsOk());
+  GatewayCore& core = **loaded;
+  int returned_ok = 0;
+  for (int i = 0; i < 30; ++i) {
+    std::promise<absl::StatusOr<wechatpay::AuthorizationResult>> promise;
+    auto future = promise.get_future();
+    core.client->GetAuthorization("o-rot", "1004", absl::Now() + absl::Seconds(5),
+                                  [&promise](absl::StatusOr<wechatpay::AuthorizationResult> r) {
+                                    promise.set_value(std::move(r));
+                                  });
+    auto r = future.get();
+    if (r.ok()) ++returned_ok;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
+  }
+  EXPECT_EQ(returned_ok, 0);
+  EXPECT_EQ(core.keys->Current()->Find(forged_serial), nullptr);
+  EXPECT_THAT(core.keys->Current()->Serials(),
+              UnorderedElementsAre(merchant->platform_serial(), merchant->public_key_id()));
+  const auto stats = core.certificates->GetStats();
+  EXPECT_GE(stats.downloads_untrusted, 1);
+  EXPECT_EQ(stats.downloaded_certificates, 0u);
+  std::filesystem::remove_all(*dir);
 }
 
 }  // namespace

@@ -406,6 +406,25 @@ TEST_F(HandlerTest, AddedCertificatesAreEachNewerThanTheOnesBefore) {
   EXPECT_LT(certs[1]["effective_time"].get<std::string>(), certs[2]["effective_time"].get<std::string>()) << certs.dump();
 }
 
+// After a rotation, answers asked for the old certificate come signed by the
+// new one (the client must refresh), but the listing is signed by the
+// certificate the client names: the key it holds vouches for the new one.
+TEST_F(HandlerTest, AfterRotationTheListingIsSignedByTheCertificateTheClientNames) {
+  Make();
+  SandboxRequest add{"POST", "/_sandbox/certificates/add", {}, ""};
+  const std::string added = Parse(handler_->Handle(add).body)["serial_no"].get<std::string>();
+  SandboxRequest activate{"POST", "/_sandbox/certificates/activate?serial_no=" + added, {}, ""};
+  ASSERT_EQ(handler_->Handle(activate).status, 200);
+  const std::string old_serial = merchant_->platform_serial();
+  EXPECT_EQ(H(Get(kPalm, {{"Wechatpay-Serial", old_serial}}), "Wechatpay-Serial"), added);
+  SandboxResponse listing = Get("/v3/certificates", {{"Wechatpay-Serial", old_serial}});
+  ASSERT_EQ(listing.status, 200);
+  EXPECT_EQ(H(listing, "Wechatpay-Serial"), old_serial);
+  EXPECT_THAT(merchant_->VerifyResponse(ToTest(listing)), IsOk());  // with platform_cert.pem
+  EXPECT_EQ(Parse(listing.body)["data"].size(), 2u);
+  EXPECT_EQ(H(Get("/v3/certificates"), "Wechatpay-Serial"), added);  // not asked: the active one
+}
+
 TEST(RandomFaultOptionsTest, CreateRejectsABadRateOrSpec) {
   std::string pattern = (std::filesystem::temp_directory_path() / "handler-test-XXXXXX").string();
   ASSERT_NE(::mkdtemp(pattern.data()), nullptr);

@@ -63,8 +63,8 @@ SigningCert MakeCert(absl::Time not_before, absl::Time not_after) {
 //
 // /v3/certificates as WeChat Pay serves it: the listed certificates sealed
 // under the APIv3 key, the response signed with the key the request's
-// Wechatpay-Serial names when that key is active (or is the public key), else
-// with the active certificate. Thread-safe.
+// Wechatpay-Serial names (the public key, or a listed certificate), else with
+// the active certificate. Thread-safe.
 class FakeWeChat {
  public:
   explicit FakeWeChat(const Clock& clock) : clock_(clock) {}
@@ -85,11 +85,28 @@ class FakeWeChat {
   void SetCorruptSignature(bool v) { absl::MutexLock lock(&mu_); corrupt_ = v; }
   // Signs with a key that is in no listing.
   void SetStrangerSigner(std::optional<SigningCert> s) { absl::MutexLock lock(&mu_); stranger_ = std::move(s); }
+  // Signs with the active certificate whatever the request asks for.
+  void SetIgnoreAskedSerial(bool v) { absl::MutexLock lock(&mu_); ignore_asked_ = v; }
+  void SetApiV3Key(std::string key) { absl::MutexLock lock(&mu_); apiv3_key_ = std::move(key); }
+  // Runs `fn` once, right after the next request was answered.
+  void AfterNextRequest(std::function<void()> fn) { absl::MutexLock lock(&mu_); after_next_ = std::move(fn); }
 
   int requests() const { absl::MutexLock lock(&mu_); return requests_; }
   std::vector<std::string> serials_asked() const { absl::MutexLock lock(&mu_); return serials_asked_; }
 
   absl::StatusOr<HttpResponse> Handle(const HttpRequest& request) {
+    absl::StatusOr<HttpResponse> r = HandleLocked(request);
+    std::function<void()> after;
+    {
+      absl::MutexLock lock(&mu_);
+      after.swap(after_next_);
+    }
+    if (after) after();
+    return r;
+  }
+
+ private:
+  absl::StatusOr<HttpResponse> HandleLocked(const HttpRequest& request) {
     absl::MutexLock lock(&mu_);
     ++requests_;
     EXPECT_TRUE(absl::EndsWith(request.url, "/v3/certificates"));
@@ -107,7 +124,7 @@ class FakeWeChat {
     nlohmann::json data = nlohmann::json::array();
     for (const SigningCert& c : listed_) {
       const std::string nonce = crypto::RandomAlphanumeric(12);
-      auto sealed = crypto::AesGcmSeal(kApiV3Key, nonce, "certificate", c.cert.pem());
+      auto sealed = crypto::AesGcmSeal(apiv3_key_, nonce, "certificate", c.cert.pem());
       EXPECT_THAT(sealed, IsOk());
       std::string ct = crypto::Base64Encode(*sealed);
       if (tamper_) ct[10] = ct[10] == 'A' ? 'B' : 'A';
@@ -122,12 +139,18 @@ class FakeWeChat {
     r.body = nlohmann::json{{"data", data}}.dump();
     const crypto::RsaPrivateKey* signer = nullptr;
     std::string serial;
-    if (public_key_.has_value() && asked == public_key_id_) {
+    if (public_key_.has_value() && asked == public_key_id_ && !ignore_asked_) {
       signer = &*public_key_;
       serial = public_key_id_;
     } else if (active_ < listed_.size()) {
       signer = &listed_[active_].key;
       serial = listed_[active_].cert.serial();
+      for (const SigningCert& c : listed_) {
+        if (!ignore_asked_ && c.cert.serial() == asked) {
+          signer = &c.key;
+          serial = c.cert.serial();
+        }
+      }
     }
     if (stranger_.has_value()) {
       signer = &stranger_->key;
@@ -145,9 +168,11 @@ class FakeWeChat {
     return r;
   }
 
- private:
   const Clock& clock_;
   mutable absl::Mutex mu_;
+  std::string apiv3_key_ = kApiV3Key;
+  bool ignore_asked_ = false;
+  std::function<void()> after_next_;
   std::vector<SigningCert> listed_;
   size_t active_ = 0;
   std::optional<crypto::RsaPrivateKey> public_key_;
@@ -189,6 +214,8 @@ class FakeTransport final : public HttpTransport {
   }
 
   void Pause() { absl::MutexLock lock(&mu_); paused_ = true; }
+  // Answers the newest queued transfer first (to let a later one overtake).
+  void SetLastInFirstOut(bool v) { absl::MutexLock lock(&mu_); lifo_ = v; }
   void Resume() { absl::MutexLock lock(&mu_); paused_ = false; }
   size_t queued() const { absl::MutexLock lock(&mu_); return queue_.size(); }
 
@@ -201,8 +228,13 @@ class FakeTransport final : public HttpTransport {
         mu_.Await(absl::Condition(
             +[](FakeTransport* t) { return t->stop_ || (!t->paused_ && !t->queue_.empty()); }, this));
         if (queue_.empty()) return;
-        fn = std::move(queue_.front());
-        queue_.pop_front();
+        if (lifo_) {
+          fn = std::move(queue_.back());
+          queue_.pop_back();
+        } else {
+          fn = std::move(queue_.front());
+          queue_.pop_front();
+        }
       }
       std::move(fn)();
     }
@@ -213,6 +245,7 @@ class FakeTransport final : public HttpTransport {
   std::deque<absl::AnyInvocable<void() &&>> queue_;
   TransferId next_id_ = 0;
   bool paused_ = false;
+  bool lifo_ = false;
   bool stop_ = false;
   std::thread thread_;
 };
@@ -430,25 +463,98 @@ TEST_F(CertificateManagerTest, FailedPeriodicRefreshRetriesAfterRetryInterval) {
   EXPECT_EQ(m->GetStats().downloads_started, 3);
 }
 
-TEST_F(CertificateManagerTest, UnknownSerialRefreshIsRateLimited) {
+// Finding 1: the start-up (or a periodic) download does not hold back the
+// refresh that a rotation right after it needs.
+TEST_F(CertificateManagerTest, UnknownSerialRightAfterStartUpDownloadRefreshesAtOnce) {
   SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
   server_.List({a}, 0);
   auto m = Make();
   ASSERT_THAT(Refresh(*m), IsOk());
-  EXPECT_THAT(RefreshFor(*m, "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"),
-              StatusIs(absl::StatusCode::kResourceExhausted));  // the start-up download was just now
-  clock_.Advance(absl::Seconds(31));
-  EXPECT_THAT(RefreshFor(*m, "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), IsOk());  // downloaded; still unknown
+  // WeChat Pay rotates in the same second: B listed and signing.
+  SigningCert b = MakeCert(kT0 - absl::Hours(1), kT0 + absl::Hours(24 * 400));
+  server_.List({a, b}, 1);
+  EXPECT_THAT(RefreshFor(*m, b.cert.serial()), IsOk());
+  EXPECT_NE(m->ring()->Find(b.cert.serial()), nullptr);
   EXPECT_EQ(m->GetStats().downloads_started, 2);
-  EXPECT_THAT(RefreshFor(*m, "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"),
-              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(m->GetStats().refreshes_rate_limited, 0);
+}
+
+// A periodic download already in flight when the rotation happens cannot
+// bring the new serial; the requests waiting on it share one follow-up.
+TEST_F(CertificateManagerTest, UnknownSerialDuringAPeriodicDownloadGetsOneFollowUp) {
+  options_.refresh_interval = absl::Hours(1);
+  options_.refresh_jitter = absl::ZeroDuration();
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  server_.List({a}, 0);
+  auto m = Make();
+  ASSERT_THAT(Refresh(*m), IsOk());
+  SwappableKeyStore store(m->ring());
+  m->Start(&store);
+  transport_.Pause();
+  clock_.Advance(absl::Minutes(61));
+  ASSERT_TRUE(WaitFor([&] { return transport_.queued() == 1; }));  // the periodic download, not answered yet
+  SigningCert b = MakeCert(kT0 - absl::Hours(1), kT0 + absl::Hours(24 * 400));
+  // WeChat Pay lists and activates B right after it answered the periodic download.
+  server_.AfterNextRequest([&] { server_.List({a, b}, 1); });
+  constexpr int kCallers = 8;
+  std::atomic<int> ok{0}, done{0};
+  for (int i = 0; i < kCallers; ++i) {
+    m->RefreshForUnknownSerial(b.cert.serial(), [&](absl::Status s) {
+      if (s.ok()) ++ok;
+      ++done;
+    });
+  }
+  transport_.Resume();
+  ASSERT_TRUE(WaitFor([&] { return done.load() == kCallers; }));
+  EXPECT_EQ(ok.load(), kCallers);
+  EXPECT_EQ(server_.requests(), 3);  // start-up, periodic, one follow-up
+  EXPECT_NE(store.Current()->Find(b.cert.serial()), nullptr);
+}
+
+// Two real rotations in a row: a refresh that brought the serial it was for
+// does not hold back the next one.
+TEST_F(CertificateManagerTest, RotationRightAfterAnotherRotationRefreshesAtOnce) {
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  server_.List({a}, 0);
+  auto m = Make();
+  ASSERT_THAT(Refresh(*m), IsOk());
+  SigningCert b = MakeCert(kT0 - absl::Hours(2), kT0 + absl::Hours(24 * 400));
+  server_.List({a, b}, 1);
+  ASSERT_THAT(RefreshFor(*m, b.cert.serial()), IsOk());
+  clock_.Advance(absl::Seconds(1));
+  SigningCert c = MakeCert(kT0 - absl::Hours(1), kT0 + absl::Hours(24 * 500));
+  server_.List({a, b, c}, 2);
+  EXPECT_THAT(RefreshFor(*m, c.cert.serial()), IsOk());
+  EXPECT_THAT(m->ring()->Serials(), UnorderedElementsAre(a.cert.serial(), b.cert.serial(), c.cert.serial()));
+  EXPECT_EQ(m->GetStats().downloads_started, 3);
+  EXPECT_EQ(m->GetStats().refreshes_rate_limited, 0);
+}
+
+// Random serials (a hostile or broken upstream): one download, then nothing
+// until min_refresh_interval passed; never a download per answer.
+TEST_F(CertificateManagerTest, RandomSerialsCannotMakeItDownloadInALoop) {
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  server_.List({a}, 0);
+  auto m = Make();
+  ASSERT_THAT(Refresh(*m), IsOk());
+  auto random_serial = [] { return crypto::RandomAlphanumeric(40); };
+  EXPECT_THAT(RefreshFor(*m, random_serial()), IsOk());  // downloaded; still unknown
+  EXPECT_EQ(m->GetStats().downloads_started, 2);
+  for (int i = 0; i < 50; ++i) {
+    clock_.Advance(absl::Milliseconds(500));  // 25 s in all
+    EXPECT_THAT(RefreshFor(*m, random_serial()), StatusIs(absl::StatusCode::kResourceExhausted));
+  }
+  EXPECT_EQ(m->GetStats().downloads_started, 2);
+  EXPECT_EQ(m->GetStats().refreshes_rate_limited, 50);
   EXPECT_THAT(RefreshFor(*m, a.cert.serial()), IsOk());  // known: no download needed
-  EXPECT_EQ(m->GetStats().downloads_started, 2);
-  EXPECT_EQ(m->GetStats().refreshes_rate_limited, 2);
+  clock_.Advance(absl::Seconds(6));                      // 31 s after the fruitless one
+  EXPECT_THAT(RefreshFor(*m, random_serial()), IsOk());
+  EXPECT_EQ(m->GetStats().downloads_started, 3);
+  EXPECT_THAT(RefreshFor(*m, random_serial()), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(m->GetStats().downloads_started, 3);
 }
 
 TEST_F(CertificateManagerTest, ConcurrentUnknownSerialRequestsShareOneDownload) {
-  options_.min_refresh_interval = absl::ZeroDuration();
   SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
   server_.List({a}, 0);
   auto m = Make();
@@ -490,14 +596,178 @@ TEST_F(CertificateManagerTest, RotationThroughUnknownSerialThenRetirementAfterGr
   m->Start(&store);
 
   SigningCert b = MakeCert(kT0 - absl::Minutes(1), kT0 + absl::Hours(24 * 400));
-  server_.List({b}, 0);  // B active, A retired at once
+  server_.List({a, b}, 1);  // B active
   clock_.Advance(absl::Minutes(1));
-  // The download asks for A (preferred) but is signed by B, which only the listing vouches for.
+  // The download asks for A (preferred) and is signed by A, which vouches for B.
   ASSERT_THAT(RefreshFor(*m, b.cert.serial()), IsOk());
-  EXPECT_THAT(store.Current()->Serials(), UnorderedElementsAre(a.cert.serial(), b.cert.serial()));  // A in grace
+  EXPECT_THAT(server_.serials_asked(), ElementsAre("", a.cert.serial()));
   EXPECT_EQ(store.Current()->preferred_serial(), b.cert.serial());
+  server_.List({b}, 0);  // A retired
+  ASSERT_THAT(Refresh(*m), IsOk());
+  EXPECT_THAT(store.Current()->Serials(), UnorderedElementsAre(a.cert.serial(), b.cert.serial()));  // A in grace
   clock_.Advance(absl::Minutes(11));
   ASSERT_THAT(Refresh(*m), IsOk());
+  EXPECT_THAT(store.Current()->Serials(), ElementsAre(b.cert.serial()));
+}
+
+// Finding 2: whoever holds the APIv3 key (an intercepting proxy, a
+// plain-HTTP upstream) lists a self-signed certificate of its own, sealed
+// under that key, and signs the download with it. While the gateway holds a
+// usable key, that must not get in.
+class CertificateManagerTrustTest : public CertificateManagerTest,
+                                    public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CertificateManagerTrustTest, HeldKeysRefuseADownloadOnlyTheApiV3KeyVouchesFor) {
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  auto pub = crypto::RsaPrivateKey::Generate();
+  ASSERT_THAT(pub, IsOk());
+  StaticVerificationKeys keys;
+  if (GetParam() == "public_key") {
+    keys.public_key_id = "PUB_KEY_ID_0114";
+    keys.public_key_pem = pub->PublicKey().ToPem();
+  } else if (GetParam() == "pinned_certificate") {
+    keys.certificates = {a.cert};
+  }
+  auto m = Make(keys);
+  if (GetParam() == "downloaded") {  // held from an earlier (first-use) download
+    server_.List({a}, 0);
+    ASSERT_THAT(Refresh(*m), IsOk());
+  }
+  const std::vector<std::string> held = m->ring()->Serials();
+
+  SigningCert forged = MakeCert(kT0 - absl::Hours(1), kT0 + absl::Hours(24 * 365));
+  server_.List({forged}, 0);  // sealed under the APIv3 key and self-signed
+  EXPECT_EQ(GetReason(Refresh(*m)), ErrorReason::kUnknownWechatpaySerial);
+  EXPECT_THAT(RefreshFor(*m, forged.cert.serial()), StatusIs(absl::StatusCode::kInternal));
+  EXPECT_EQ(m->ring()->Find(forged.cert.serial()), nullptr);
+  EXPECT_EQ(m->ring()->Serials(), held);
+  EXPECT_EQ(m->GetStats().downloads_untrusted, 2);
+  EXPECT_THAT(m->GetStats().last_error.message(), ::testing::HasSubstr("not signed by a key the gateway holds"));
+}
+
+INSTANTIATE_TEST_SUITE_P(HeldKeys, CertificateManagerTrustTest,
+                         ::testing::Values("public_key", "pinned_certificate", "downloaded"));
+
+// A held key vouches for new certificates, in both modes that hold one.
+TEST_F(CertificateManagerTest, HeldPublicKeyVouchesForDownloadedCertificates) {
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  auto pub = crypto::RsaPrivateKey::Generate();
+  ASSERT_THAT(pub, IsOk());
+  server_.List({a}, 0);
+  server_.SetPublicKey("PUB_KEY_ID_0114", *pub);
+  server_.SetIgnoreAskedSerial(true);  // signs with A although asked for the public key
+  auto m = Make({"PUB_KEY_ID_0114", pub->PublicKey().ToPem(), {}});
+  EXPECT_EQ(GetReason(Refresh(*m)), ErrorReason::kUnknownWechatpaySerial);
+  EXPECT_EQ(m->ring()->Find(a.cert.serial()), nullptr);
+  server_.SetIgnoreAskedSerial(false);
+  ASSERT_THAT(Refresh(*m), IsOk());
+  EXPECT_THAT(m->ring()->Serials(), UnorderedElementsAre("PUB_KEY_ID_0114", a.cert.serial()));
+}
+
+// Once every held key expired, the gateway holds none: first use again.
+TEST_F(CertificateManagerTest, TrustOnFirstUseAgainOnceEveryHeldKeyExpired) {
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(1));
+  server_.List({a}, 0);
+  auto m = Make();
+  ASSERT_THAT(Refresh(*m), IsOk());
+  clock_.Advance(absl::Hours(2));
+  SigningCert b = MakeCert(kT0, kT0 + absl::Hours(24 * 400));
+  server_.List({b}, 0);
+  ASSERT_THAT(Refresh(*m), IsOk());
+  EXPECT_THAT(m->ring()->Serials(), ElementsAre(b.cert.serial()));
+}
+
+// Reloading the APIv3 key drops what was downloaded: a certificate that got
+// in on first use under the old key is gone, and the new ring is what a
+// fresh download under the new key brought.
+TEST_F(CertificateManagerTest, ReloadDropsDownloadedCertificates) {
+  SigningCert forged = MakeCert(kT0 - absl::Hours(1), kT0 + absl::Hours(24 * 365));
+  server_.List({forged}, 0);
+  auto m = Make();
+  ASSERT_THAT(Refresh(*m), IsOk());  // first use: nothing to check it against
+  SwappableKeyStore store(m->ring());
+  m->Start(&store);
+  ASSERT_NE(store.Current()->Find(forged.cert.serial()), nullptr);
+
+  constexpr char kNewKey[] = "ZYXWVUTSRQPONMLKJIHGFEDCBA987654";
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  server_.List({a}, 0);
+  server_.SetApiV3Key(kNewKey);
+  ASSERT_THAT(m->Reconfigure(credential_, kNewKey, {}), IsOk());
+  EXPECT_THAT(store.Current()->Serials(), ElementsAre(a.cert.serial()));
+  EXPECT_EQ(m->GetStats().downloaded_certificates, 1u);
+}
+
+TEST_F(CertificateManagerTest, ReloadWithStaticKeysKeepsThemWhenTheDownloadFails) {
+  auto pub = crypto::RsaPrivateKey::Generate();
+  ASSERT_THAT(pub, IsOk());
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  server_.List({a}, 0);
+  server_.SetPublicKey("PUB_KEY_ID_0114", *pub);
+  const StaticVerificationKeys keys{"PUB_KEY_ID_0114", pub->PublicKey().ToPem(), {}};
+  auto m = Make(keys);
+  ASSERT_THAT(Refresh(*m), IsOk());
+  SwappableKeyStore store(m->ring());
+  m->Start(&store);
+  ASSERT_EQ(store.Current()->size(), 2u);
+
+  // The new key does not open what WeChat Pay (still on the old one) sends.
+  ASSERT_THAT(m->Reconfigure(credential_, "ZYXWVUTSRQPONMLKJIHGFEDCBA987654", keys), IsOk());
+  EXPECT_THAT(store.Current()->Serials(), ElementsAre("PUB_KEY_ID_0114"));
+  EXPECT_EQ(m->GetStats().downloaded_certificates, 0u);
+  EXPECT_THAT(m->GetStats().last_error, StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_F(CertificateManagerTest, FailedReloadWithoutStaticKeysChangesNothing) {
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  server_.List({a}, 0);
+  auto m = Make();
+  ASSERT_THAT(Refresh(*m), IsOk());
+  SwappableKeyStore store(m->ring());
+  m->Start(&store);
+  const auto before = store.Current();
+  EXPECT_THAT(m->Reconfigure(credential_, "ZYXWVUTSRQPONMLKJIHGFEDCBA987654", {}),
+              StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(store.Current(), before);
+  ASSERT_THAT(Refresh(*m), IsOk());  // still the old key, which opens the listing
+}
+
+// A download sent before a key reload and answered after it was made (and
+// would be judged) with the old settings: it is discarded, and the requests
+// waiting on it get a download with the new ones.
+TEST_F(CertificateManagerTest, DownloadAnsweredAfterAReloadIsDiscardedAndRedone) {
+  SigningCert a = MakeCert(kT0 - absl::Hours(48), kT0 + absl::Hours(24 * 365));
+  server_.List({a}, 0);
+  auto m = Make();
+  ASSERT_THAT(Refresh(*m), IsOk());
+  SwappableKeyStore store(m->ring());
+  m->Start(&store);
+
+  transport_.Pause();
+  SigningCert b = MakeCert(kT0 - absl::Hours(1), kT0 + absl::Hours(24 * 400));
+  absl::Notification refreshed;
+  absl::Status refresh_status;
+  m->RefreshForUnknownSerial(b.cert.serial(), [&](absl::Status s) {
+    refresh_status = s;
+    refreshed.Notify();
+  });
+  ASSERT_TRUE(WaitFor([&] { return transport_.queued() == 1; }));  // asks for A, under the old key
+  constexpr char kNewKey[] = "ZYXWVUTSRQPONMLKJIHGFEDCBA987654";
+  server_.SetApiV3Key(kNewKey);
+  server_.List({b}, 0);  // the new key's merchant has B only
+  absl::Status reloaded;
+  std::thread reload([&] { reloaded = m->Reconfigure(credential_, kNewKey, {}); });
+  ASSERT_TRUE(WaitFor([&] { return transport_.queued() == 2; }));
+  transport_.SetLastInFirstOut(true);  // the reload's download lands first
+  transport_.Resume();
+  reload.join();
+  ASSERT_THAT(reloaded, IsOk());
+  ASSERT_TRUE(refreshed.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // Judged with the old settings, the first download (signed by B, which the
+  // old ring does not hold) would have been refused; redone, it is trusted.
+  EXPECT_THAT(refresh_status, IsOk());
+  EXPECT_EQ(server_.requests(), 4);  // start-up, the stale one, the reload's, the redo
+  EXPECT_EQ(m->GetStats().downloads_untrusted, 0);
   EXPECT_THAT(store.Current()->Serials(), ElementsAre(b.cert.serial()));
 }
 
