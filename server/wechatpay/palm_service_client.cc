@@ -373,6 +373,7 @@ void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::str
     std::optional<UpstreamError> e = GetUpstreamError(result.status());
     if (e.has_value()) {
       e->request_id = verified->request_id;
+      e->request_id_dropped = verified->request_id_dropped;
       Finish(call, MakeError(result.status().code(), result.status().message(), *std::move(e)));
     } else {
       Finish(call, result.status());
@@ -380,6 +381,7 @@ void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::str
     return;
   }
   result->request_id = verified->request_id;
+  result->request_id_dropped = verified->request_id_dropped;
   result->verified_by = verified->serial;
   result->clock_skew = verified->skew;
   result->host = host;

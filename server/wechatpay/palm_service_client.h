@@ -69,7 +69,8 @@ struct AuthorizationResult {
   std::string state;  // e.g. "AUTHORIZATION_STATE_ON"; passed through verbatim, also when unknown
   std::optional<absl::Time> authorize_time;  // nullopt also outside years 1-9999 (google.protobuf.Timestamp)
   std::string authorize_time_raw;  // as sent, kept even when it does not parse as RFC 3339
-  std::string request_id;          // WeChat Pay's Request-ID
+  std::string request_id;          // WeChat Pay's Request-ID when well-formed (ReadRequestId); not signed
+  std::string request_id_dropped;  // for the log only: why a Request-ID header was not kept
   std::string verified_by;         // serial of the key that verified the signature
   absl::Duration clock_skew;       // Wechatpay-Timestamp minus local time
   int attempts = 1;                // upstream attempts made
