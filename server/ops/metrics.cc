@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "server/wechatpay/error_mapping.h"
 
 namespace palmgate::ops {
 namespace {
@@ -41,14 +42,22 @@ absl::string_view MethodLabel(absl::string_view method) {
   return "other";
 }
 
-// WeChat Pay codes are UPPER_SNAKE; anything else is not used as a label value.
+// WeChat Pay code label: error bodies are not signed, so whoever answers picks
+// the code; only a fixed list of codes becomes a label value (one series each
+// at most), every other code is OTHER.
 std::string CodeLabel(absl::string_view code) {
   if (code.empty()) return "none";
-  if (code.size() > 64) return "other";
-  for (char c : code) {
+  return wechatpay::IsKnownWechatpayCode(code) ? std::string(code) : "OTHER";
+}
+
+// Reason label: palmgate's own ErrorInfo reasons are UPPER_SNAKE; anything
+// else is not used as a label value.
+std::string ReasonLabel(absl::string_view reason) {
+  if (reason.empty() || reason.size() > 64) return "other";
+  for (char c : reason) {
     if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return "other";
   }
-  return std::string(code);
+  return std::string(reason);
 }
 
 prometheus::MetricFamily Family(std::string name, std::string help, prometheus::MetricType type, double value) {
@@ -198,7 +207,7 @@ void Metrics::RpcFinished(absl::string_view method, int grpc_code, absl::Duratio
 }
 
 void Metrics::VerificationFailure(absl::string_view reason) {
-  verification_failures_->Add({{"reason", CodeLabel(reason)}}).Increment();
+  verification_failures_->Add({{"reason", ReasonLabel(reason)}}).Increment();
 }
 
 void Metrics::UpstreamResponse(absl::string_view host, int http_status, absl::string_view wechatpay_code,

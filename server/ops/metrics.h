@@ -13,7 +13,9 @@
 //
 // No label ever holds an openid or other user data: label values are method
 // names from a fixed set, gRPC code names, configured hosts, HTTP statuses,
-// WeChat Pay codes of the form [A-Z_]{1,64} and palmgate's error reasons.
+// WeChat Pay codes from a fixed list (wechatpay::IsKnownWechatpayCode; any
+// other code is "OTHER", no code "none") and palmgate's error reasons. Every
+// label value comes from a bounded set: unsigned error bodies cannot add series.
 //
 // Thread safety: thread-safe.
 #ifndef PALMGATE_SERVER_OPS_METRICS_H_
@@ -76,6 +78,8 @@ class Metrics {
   // `method` is the full method name; unknown names are counted as "other".
   void RpcFinished(absl::string_view method, int grpc_code, absl::Duration latency);
   void VerificationFailure(absl::string_view reason);
+  // `wechatpay_code` is the `code` of an error body as sent (unsigned); it is
+  // counted under its own name only when IsKnownWechatpayCode, else as OTHER.
   void UpstreamResponse(absl::string_view host, int http_status, absl::string_view wechatpay_code,
                         absl::Duration latency);
 

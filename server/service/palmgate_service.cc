@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "server/common/logging.h"
 #include "server/common/request_tags.h"
+#include "server/common/utf8.h"
 #include "server/service/request_mapping.h"
 #include "server/service/status_conversion.h"
 #include "server/wechatpay/error.h"
@@ -39,15 +40,23 @@ RpcTags TagsOf(grpc::CallbackServerContext* context) {
   return tags;
 }
 
-// What the upstream call tells the log line (all optional).
+// What the upstream call tells the log line (all optional). The log line is
+// where what callers are not told goes: the failure's own message (serials,
+// hosts, addresses, libcurl's text) and the serial involved.
 struct UpstreamTags {
   std::string request_id;  // WeChat Pay's Request-ID
+  std::string request_id_dropped;  // why a Request-ID header was not kept
   std::string reason;
   std::string host;
   int attempts = 0;
   int http_status = 0;
   std::string wechatpay_code;
+  std::string serial;  // the Wechatpay-Serial involved in a failure
+  std::string detail;  // the failure's status message
 };
+
+// Bound of the `detail` log field (its parts are bounded already; this is the backstop).
+constexpr size_t kMaxDetailBytes = 1024;
 
 void LogRpc(const grpc::Status& status, absl::Duration latency, absl::string_view openid, const RpcTags& tags,
             const UpstreamTags& upstream) {
@@ -59,10 +68,14 @@ void LogRpc(const grpc::Status& status, absl::Duration latency, absl::string_vie
       .Add("x_request_id", tags.request_id)
       .AddIfNotEmpty("trace_id", tags.trace_id)
       .AddIfNotEmpty("wechatpay_request_id", upstream.request_id)
+      .AddIfNotEmpty("wechatpay_request_id_dropped", upstream.request_id_dropped)
       .AddIfNotEmpty("upstream_host", upstream.host);
   if (upstream.attempts > 0) fields.Add("attempts", upstream.attempts);
   if (upstream.http_status > 0) fields.Add("http_status", upstream.http_status);
-  fields.AddIfNotEmpty("wechatpay_code", upstream.wechatpay_code).AddIfNotEmpty("reason", upstream.reason);
+  fields.AddIfNotEmpty("wechatpay_code", upstream.wechatpay_code)
+      .AddIfNotEmpty("wechatpay_serial", upstream.serial)
+      .AddIfNotEmpty("reason", upstream.reason)
+      .AddIfNotEmpty("detail", ToBoundedUtf8(upstream.detail, kMaxDetailBytes));
   const bool server_fault = status.error_code() == grpc::StatusCode::INTERNAL || status.error_code() == grpc::StatusCode::UNKNOWN;
   Log(server_fault ? LogLevel::kWarning : LogLevel::kInfo, "rpc", fields);
 }
@@ -119,13 +132,17 @@ class PalmAuthorizationService::Reactor final : public grpc::ServerUnaryReactor 
     if (result.ok()) {
       ToAuthorization(*result, response_);
       upstream.request_id = result->request_id;
+      upstream.request_id_dropped = result->request_id_dropped;
       upstream.host = result->host;
       upstream.attempts = result->attempts;
       upstream.http_status = 200;
     } else {
       status = ToGrpcStatus(result.status());
+      upstream.detail = std::string(result.status().message());
       if (auto e = wechatpay::GetUpstreamError(result.status()); e.has_value()) {
         upstream.request_id = e->request_id;
+        upstream.request_id_dropped = e->request_id_dropped;
+        upstream.serial = e->serial;
         upstream.reason = std::string(wechatpay::ReasonName(e->reason));
         upstream.http_status = e->http_status;
         upstream.wechatpay_code = e->wechatpay_code;

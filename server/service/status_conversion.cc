@@ -7,6 +7,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "server/wechatpay/error.h"
+#include "server/wechatpay/error_mapping.h"
 
 namespace palmgate::service {
 namespace {
@@ -28,11 +29,22 @@ void AddViolation(google::rpc::BadRequest* bad, const absl::Status& status) {
 
 }  // namespace
 
+std::string CallerMessage(const absl::Status& status) {
+  if (status.ok()) return "";
+  const ErrorReason reason = wechatpay::GetReason(status);
+  // Field checks describe only the caller's own input ("openid: must not be empty").
+  if (reason == ErrorReason::kInvalidOpenid || reason == ErrorReason::kInvalidOrganizationId) {
+    return std::string(status.message());
+  }
+  return std::string(wechatpay::ReasonSummary(reason));
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status, const std::vector<absl::Status>& more) {
   if (status.ok()) return grpc::Status::OK;
   const auto code = static_cast<grpc::StatusCode>(status.code());
-  std::string message(status.message());
   std::optional<UpstreamError> e = GetUpstreamError(status);
+  const ErrorReason reason = e.has_value() ? e->reason : ErrorReason::kUnspecified;
+  const std::string message = CallerMessage(status);
 
   google::rpc::Status rich;
   rich.set_code(static_cast<int>(code));
@@ -40,15 +52,16 @@ grpc::Status ToGrpcStatus(const absl::Status& status, const std::vector<absl::St
 
   google::rpc::ErrorInfo info;
   info.set_domain(std::string(kErrorDomain));
-  info.set_reason(e.has_value() && e->reason != ErrorReason::kUnspecified ? std::string(ReasonName(e->reason))
-                                                                          : std::string("INTERNAL"));
+  info.set_reason(reason != ErrorReason::kUnspecified ? std::string(ReasonName(reason)) : std::string("INTERNAL"));
   if (e.has_value()) {
+    // Serials (configuration, or unverified header text) are not passed on:
+    // the RPC's log line has them. The code is unsigned: passed on only in
+    // WeChat Pay's form; the message is WeChat Pay's (unsigned) human text.
     auto& md = *info.mutable_metadata();
     if (!e->request_id.empty()) md["requestId"] = e->request_id;
     if (e->http_status != 0) md["httpStatus"] = absl::StrCat(e->http_status);
-    if (!e->wechatpay_code.empty()) md["wechatpayCode"] = e->wechatpay_code;
+    if (wechatpay::IsWellFormedWechatpayCode(e->wechatpay_code)) md["wechatpayCode"] = e->wechatpay_code;
     if (!e->wechatpay_message.empty()) md["wechatpayMessage"] = e->wechatpay_message;
-    if (!e->serial.empty()) md["wechatpaySerial"] = e->serial;
     if (!e->field.empty()) md["field"] = e->field;
   }
   rich.add_details()->PackFrom(info);

@@ -12,50 +12,62 @@ constexpr absl::string_view kPayloadUrl = "type.palmgate.dev/palmgate.wechatpay.
 struct ReasonEntry {
   ErrorReason reason;
   absl::string_view name;
+  absl::string_view summary;  // what callers are told: short, stable, no configuration
 };
 
 constexpr ReasonEntry kReasons[] = {
-    {ErrorReason::kUnspecified, "REASON_UNSPECIFIED"},
-    {ErrorReason::kInvalidOpenid, "INVALID_OPENID"},
-    {ErrorReason::kInvalidOrganizationId, "INVALID_ORGANIZATION_ID"},
-    {ErrorReason::kUpstreamParamError, "UPSTREAM_PARAM_ERROR"},
-    {ErrorReason::kUpstreamInvalidRequest, "UPSTREAM_INVALID_REQUEST"},
-    {ErrorReason::kUpstreamSignatureRejected, "UPSTREAM_SIGNATURE_REJECTED"},
-    {ErrorReason::kMerchantNotAuthorized, "MERCHANT_NOT_AUTHORIZED"},
-    {ErrorReason::kUpstreamNotFound, "UPSTREAM_NOT_FOUND"},
-    {ErrorReason::kUpstreamRateLimited, "UPSTREAM_RATE_LIMITED"},
-    {ErrorReason::kUpstreamError, "UPSTREAM_ERROR"},
-    {ErrorReason::kUpstreamUnavailable, "UPSTREAM_UNAVAILABLE"},
-    {ErrorReason::kUpstreamTlsError, "UPSTREAM_TLS_ERROR"},
-    {ErrorReason::kUpstreamTimeout, "UPSTREAM_TIMEOUT"},
-    {ErrorReason::kUpstreamAccepted, "UPSTREAM_ACCEPTED_NOT_PROCESSED"},
-    {ErrorReason::kResponseSignatureMissing, "RESPONSE_SIGNATURE_MISSING"},
-    {ErrorReason::kResponseTimestampInvalid, "RESPONSE_TIMESTAMP_INVALID"},
-    {ErrorReason::kResponseTimestampSkew, "RESPONSE_TIMESTAMP_SKEW"},
-    {ErrorReason::kUnknownWechatpaySerial, "UNKNOWN_WECHATPAY_SERIAL"},
-    {ErrorReason::kResponseSignatureProbe, "RESPONSE_SIGNATURE_PROBE"},
-    {ErrorReason::kResponseSignatureMalformed, "RESPONSE_SIGNATURE_MALFORMED"},
-    {ErrorReason::kResponseSignatureInvalid, "RESPONSE_SIGNATURE_INVALID"},
-    {ErrorReason::kUpstreamMalformedResponse, "UPSTREAM_MALFORMED_RESPONSE"},
-    {ErrorReason::kResponseTooLarge, "UPSTREAM_RESPONSE_TOO_LARGE"},
-    {ErrorReason::kCancelled, "CANCELLED"},
-    {ErrorReason::kConfiguration, "GATEWAY_MISCONFIGURED"},
-    {ErrorReason::kInternal, "INTERNAL"},
+    {ErrorReason::kUnspecified, "REASON_UNSPECIFIED", "internal error"},
+    {ErrorReason::kInvalidOpenid, "INVALID_OPENID", "invalid openid"},
+    {ErrorReason::kInvalidOrganizationId, "INVALID_ORGANIZATION_ID", "invalid organization_id"},
+    {ErrorReason::kUpstreamParamError, "UPSTREAM_PARAM_ERROR", "wechatpay refused a request parameter"},
+    {ErrorReason::kUpstreamInvalidRequest, "UPSTREAM_INVALID_REQUEST", "wechatpay refused the request"},
+    {ErrorReason::kUpstreamSignatureRejected, "UPSTREAM_SIGNATURE_REJECTED",
+     "wechatpay rejected the gateway's request signature"},
+    {ErrorReason::kMerchantNotAuthorized, "MERCHANT_NOT_AUTHORIZED",
+     "the merchant is not authorized for this wechatpay api"},
+    {ErrorReason::kUpstreamNotFound, "UPSTREAM_NOT_FOUND", "wechatpay found no such resource"},
+    {ErrorReason::kUpstreamRateLimited, "UPSTREAM_RATE_LIMITED", "wechatpay rate limit reached"},
+    {ErrorReason::kUpstreamError, "UPSTREAM_ERROR", "wechatpay answered with an unexpected http status"},
+    {ErrorReason::kUpstreamUnavailable, "UPSTREAM_UNAVAILABLE", "wechatpay is unavailable"},
+    {ErrorReason::kUpstreamTlsError, "UPSTREAM_TLS_ERROR", "wechatpay's tls certificate did not verify"},
+    {ErrorReason::kUpstreamTimeout, "UPSTREAM_TIMEOUT", "no wechatpay answer within the deadline"},
+    {ErrorReason::kUpstreamAccepted, "UPSTREAM_ACCEPTED_NOT_PROCESSED",
+     "wechatpay accepted but did not process the request"},
+    {ErrorReason::kResponseSignatureMissing, "RESPONSE_SIGNATURE_MISSING", "wechatpay answer is not signed"},
+    {ErrorReason::kResponseTimestampInvalid, "RESPONSE_TIMESTAMP_INVALID", "wechatpay answer has an invalid timestamp"},
+    {ErrorReason::kResponseTimestampSkew, "RESPONSE_TIMESTAMP_SKEW",
+     "wechatpay answer's timestamp is outside the allowed clock skew"},
+    {ErrorReason::kUnknownWechatpaySerial, "UNKNOWN_WECHATPAY_SERIAL",
+     "wechatpay answer is signed with a key the gateway does not hold"},
+    {ErrorReason::kResponseSignatureProbe, "RESPONSE_SIGNATURE_PROBE", "wechatpay answer carries a signature probe"},
+    {ErrorReason::kResponseSignatureMalformed, "RESPONSE_SIGNATURE_MALFORMED",
+     "wechatpay answer has a malformed signature"},
+    {ErrorReason::kResponseSignatureInvalid, "RESPONSE_SIGNATURE_INVALID", "wechatpay answer has an invalid signature"},
+    {ErrorReason::kUpstreamMalformedResponse, "UPSTREAM_MALFORMED_RESPONSE",
+     "wechatpay answer is not a usable answer to this request"},
+    {ErrorReason::kResponseTooLarge, "UPSTREAM_RESPONSE_TOO_LARGE", "wechatpay answer is too large"},
+    {ErrorReason::kCancelled, "CANCELLED", "call cancelled"},
+    {ErrorReason::kConfiguration, "GATEWAY_MISCONFIGURED", "gateway misconfigured"},
+    {ErrorReason::kInternal, "INTERNAL", "internal error"},
 };
+
+const ReasonEntry& EntryOf(ErrorReason reason) {
+  for (const auto& e : kReasons) {
+    if (e.reason == reason) return e;
+  }
+  return kReasons[0];
+}
 
 }  // namespace
 
-absl::string_view ReasonName(ErrorReason reason) {
-  for (const auto& e : kReasons) {
-    if (e.reason == reason) return e.name;
-  }
-  return "REASON_UNSPECIFIED";
-}
+absl::string_view ReasonName(ErrorReason reason) { return EntryOf(reason).name; }
+
+absl::string_view ReasonSummary(ErrorReason reason) { return EntryOf(reason).summary; }
 
 bool UpstreamError::operator==(const UpstreamError& o) const {
   return reason == o.reason && http_status == o.http_status && wechatpay_code == o.wechatpay_code &&
          wechatpay_message == o.wechatpay_message && detail_json == o.detail_json &&
-         request_id == o.request_id && serial == o.serial && field == o.field &&
+         request_id == o.request_id && request_id_dropped == o.request_id_dropped && serial == o.serial && field == o.field &&
          retry_after == o.retry_after;
 }
 
@@ -68,6 +80,7 @@ absl::Status MakeError(absl::StatusCode code, absl::string_view message, Upstrea
       {"wechatpay_message", error.wechatpay_message},
       {"detail_json", error.detail_json},
       {"request_id", error.request_id},
+      {"request_id_dropped", error.request_id_dropped},
       {"serial", error.serial},
       {"field", error.field},
       {"retry_after_ms", absl::ToInt64Milliseconds(error.retry_after)},
@@ -96,6 +109,7 @@ std::optional<UpstreamError> GetUpstreamError(const absl::Status& status) {
   e.wechatpay_message = j.value("wechatpay_message", "");
   e.detail_json = j.value("detail_json", "");
   e.request_id = j.value("request_id", "");
+  e.request_id_dropped = j.value("request_id_dropped", "");
   e.serial = j.value("serial", "");
   e.field = j.value("field", "");
   e.retry_after = absl::Milliseconds(j.value("retry_after_ms", int64_t{0}));

@@ -7,6 +7,11 @@
 // detail, Request-ID). The gRPC layer turns that payload into a
 // google.rpc.ErrorInfo; nothing else needs to parse messages.
 //
+// The status message is for operators: it may name serials, hosts, addresses
+// and libcurl's text, and it goes to the RPC's log line. Callers never see it
+// (except for the local field checks, which only describe the caller's own
+// input): the gRPC layer answers them with ReasonSummary().
+//
 // Example:
 //   absl::Status s = MakeError(absl::StatusCode::kInternal, ErrorReason::kResponseSignatureInvalid,
 //                              "verify response: signature mismatch", info);
@@ -63,6 +68,11 @@ enum class ErrorReason {
 // Returns the stable UPPER_SNAKE name of `reason` (e.g. "RESPONSE_SIGNATURE_PROBE").
 absl::string_view ReasonName(ErrorReason reason);
 
+// Returns a short, stable, lower case sentence for `reason` (e.g. "wechatpay
+// answer has an invalid signature"): what a caller is told. It names no
+// serial, host, address, file or configuration value.
+absl::string_view ReasonSummary(ErrorReason reason);
+
 // UpstreamError
 //
 // The structured part of a failure. Strings are empty and http_status is 0 when
@@ -74,7 +84,8 @@ struct UpstreamError {
   std::string wechatpay_code;
   std::string wechatpay_message;
   std::string detail_json;
-  std::string request_id;   // WeChat Pay's Request-ID header
+  std::string request_id;   // WeChat Pay's Request-ID header, when well-formed (ReadRequestId)
+  std::string request_id_dropped;  // for the log only: why a Request-ID header was not kept
   std::string serial;       // the Wechatpay-Serial involved, when relevant
   std::string field;        // the offending request field, for local validation
   absl::Duration retry_after = absl::ZeroDuration();  // a hint for 429/5xx, when known
@@ -83,8 +94,8 @@ struct UpstreamError {
 };
 
 // Returns a non-OK status with `code`, `message` and `error` attached as payload.
-// `message` is lower case English and must not contain keys, headers, bodies or
-// personal data.
+// `message` is lower case English for the log (see the file comment) and must
+// not contain keys, Authorization headers, bodies or personal data.
 absl::Status MakeError(absl::StatusCode code, absl::string_view message, UpstreamError error);
 
 // Shorthand for a status with only a reason.

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -62,6 +63,21 @@ absl::Duration RetryAfter(const HttpResponse& response, absl::Time now) {
   return std::clamp(*delay, kMinRetryAfter, kMaxRetryAfter);
 }
 
+// The public APIv3 codes (wechatpay-v3.md section 5.2) and the general codes
+// of WeChat Pay's error code page. Add a code here when WeChat Pay documents it.
+constexpr absl::string_view kKnownCodes[] = {
+    "ACCOUNT_ERROR",      "ALREADY_EXISTS",     "APPID_MCHID_NOT_MATCH", "BANK_ERROR",    "FREQUENCY_LIMITED",
+    "INVALID_REQUEST",    "MCH_NOT_EXISTS",     "NO_AUTH",               "NOT_FOUND",     "ORDER_NOT_EXIST",
+    "PARAM_ERROR",        "RATE_LIMITED",       "RATELIMIT_EXCEEDED",    "RESOURCE_NOT_EXISTS", "RULE_LIMIT",
+    "SERVICE_UNAVAILABLE", "SIGN_ERROR",        "SYSTEM_ERROR",          "SYSTEMERROR",   "TRADE_ERROR",
+    "USER_NOT_EXISTS",
+};
+
+constexpr size_t kMaxRequestIdBytes = 64;
+constexpr size_t kDroppedPrefixBytes = 32;  // how much of a refused Request-ID the log shows
+
+bool IsRequestIdChar(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }
+
 }  // namespace
 
 std::optional<absl::Duration> ParseRetryAfter(absl::string_view value, absl::Time reference) {
@@ -75,6 +91,35 @@ std::optional<absl::Duration> ParseRetryAfter(absl::string_view value, absl::Tim
   std::optional<absl::Time> when = ParseHttpDate(value);
   if (!when.has_value()) return std::nullopt;
   return *when - reference;
+}
+
+bool IsKnownWechatpayCode(absl::string_view code) {
+  for (absl::string_view known : kKnownCodes) {
+    if (code == known) return true;
+  }
+  return false;
+}
+
+bool IsWellFormedWechatpayCode(absl::string_view code) {
+  if (code.empty() || code.size() > 64 || !absl::ascii_isupper(static_cast<unsigned char>(code[0]))) return false;
+  for (char c : code) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!absl::ascii_isupper(u) && !absl::ascii_isdigit(u) && c != '_') return false;
+  }
+  return true;
+}
+
+RequestId ReadRequestId(const HttpResponse& response) {
+  RequestId id;
+  std::optional<absl::string_view> raw = response.headers.Get("Request-ID");
+  if (!raw.has_value()) return id;
+  if (!raw->empty() && raw->size() <= kMaxRequestIdBytes && std::all_of(raw->begin(), raw->end(), IsRequestIdChar)) {
+    id.value = std::string(*raw);
+    return id;
+  }
+  id.dropped = absl::StrCat("not 1-", kMaxRequestIdBytes, " characters of [0-9A-Za-z_-]: ", raw->size(),
+                            " bytes, starting \"", absl::CHexEscape(raw->substr(0, kDroppedPrefixBytes)), "\"");
+  return id;
 }
 
 MappedError MapHttpError(int http_status, absl::string_view wechatpay_code) {
@@ -101,7 +146,9 @@ absl::Status ClassifyHttpStatus(const HttpResponse& response, absl::Time now) {
   if (response.status >= 200 && response.status <= 299 && response.status != 202) return absl::OkStatus();
   UpstreamError e;
   e.http_status = response.status;
-  e.request_id = PrintableHeaderValue(response.headers.GetOrEmpty("Request-ID"), kMaxKeptText);
+  RequestId request_id = ReadRequestId(response);
+  e.request_id = std::move(request_id.value);
+  e.request_id_dropped = std::move(request_id.dropped);
   nlohmann::json body = ParseShallow(response.body);
   if (body.is_object()) {
     if (auto it = body.find("code"); it != body.end() && it->is_string()) {

@@ -9,6 +9,7 @@
 #define PALMGATE_SERVER_WECHATPAY_ERROR_MAPPING_H_
 
 #include <optional>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -39,9 +40,38 @@ inline constexpr absl::Duration kMaxRetryAfter = absl::Seconds(60);
 // measured from `reference`. Not bounded. nullopt when `value` is neither.
 std::optional<absl::Duration> ParseRetryAfter(absl::string_view value, absl::Time reference);
 
+// Returns true for the WeChat Pay error codes the gateway knows by name: the
+// public APIv3 codes (wechatpay-v3.md section 5.2: PARAM_ERROR,
+// INVALID_REQUEST, SIGN_ERROR, NO_AUTH, RATELIMIT_EXCEEDED, SYSTEM_ERROR, ...)
+// and the general ones of WeChat Pay's error code page. A fixed list: error
+// bodies are not signed, so whoever answers can send any code, and only these
+// become metric label values (anything else is counted as OTHER).
+bool IsKnownWechatpayCode(absl::string_view code);
+
+// Returns true when `code` has the form of a WeChat Pay code, [A-Z][A-Z0-9_]{0,63}
+// (UPPER_SNAKE, bounded). Such a code, known or not (WeChat Pay adds codes), may
+// be passed on to callers in ErrorInfo; anything else is dropped there.
+bool IsWellFormedWechatpayCode(absl::string_view code);
+
+// RequestId: WeChat Pay's `Request-ID` header as the gateway uses it.
+struct RequestId {
+  // The header value when it is 1-64 characters of [0-9A-Za-z_-] (WeChat
+  // Pay's look like "08F5B8C2B506102C18FDDFEEA30620BE821E28EDC405-0"), else "".
+  std::string value;
+  // Why a present header was not kept, for the log only: its length and its
+  // first bytes, C-escaped and quoted. "" when kept or absent.
+  std::string dropped;
+};
+
+// Reads the `Request-ID` header of `response`. The one place it is read: the
+// header is not covered by the response signature, so every consumer (answers,
+// errors, logs) gets only this filtered value.
+RequestId ReadRequestId(const HttpResponse& response);
+
 // Returns OK for a 2xx response. Otherwise returns the mapped error, carrying
 // the HTTP status, WeChat Pay's `code`, `message` and `detail` (parsed leniently:
-// the body may be HTML from a proxy, or empty) and the Request-ID. Error
+// the body may be HTML from a proxy, or empty; each kept bounded, as sent) and
+// the Request-ID (ReadRequestId). Error
 // responses are classified whether or not they are signed; they are never
 // verified (WeChat Pay does not sign most of them). 429, 202 and 5xx answers
 // carry a retry hint from Retry-After, bounded to [kMinRetryAfter,

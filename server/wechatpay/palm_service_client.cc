@@ -48,11 +48,16 @@ absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view bod
                            std::pair{"state", &r.state}, std::pair{"authorize_time", &r.authorize_time_raw}}) {
     if (!OptionalString(doc, name, out)) return Malformed(absl::StrCat("\"", name, "\" is not a string"), "");
   }
+  // The signature binds the body to WeChat Pay, not to this request: only the
+  // openid in the body ties the answer to the question. An answer naming no
+  // openid could be replayed (within the timestamp window) for any openid.
+  if (r.openid.empty()) return Malformed("answer names no openid", "");
   // A verified answer about someone else is still the wrong answer.
-  if (!r.openid.empty() && r.openid != openid) return Malformed("answer is for another openid", "");
+  if (r.openid != openid) return Malformed("answer is for another openid", "");
   if (!r.organization_id.empty() && r.organization_id != organization_id) {
     return Malformed("answer is for another organization_id", "");
   }
+  if (r.state.empty()) return Malformed("answer carries no state", "");
   if (!r.authorize_time_raw.empty()) {
     absl::Time t;
     std::string err;
@@ -464,6 +469,7 @@ void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::str
     std::optional<UpstreamError> e = GetUpstreamError(result.status());
     if (e.has_value()) {
       e->request_id = verified->request_id;
+      e->request_id_dropped = verified->request_id_dropped;
       Finish(call, MakeError(result.status().code(), result.status().message(), *std::move(e)));
     } else {
       Finish(call, result.status());
@@ -471,6 +477,7 @@ void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::str
     return;
   }
   result->request_id = verified->request_id;
+  result->request_id_dropped = verified->request_id_dropped;
   result->verified_by = verified->serial;
   result->clock_skew = verified->skew;
   result->host = host;

@@ -77,24 +77,31 @@ class CallCoalescer;
 
 // AuthorizationResult
 //
-// A verified answer. Every field of WeChat Pay's answer is optional; absent
-// strings are empty and an absent time is nullopt.
+// A verified answer to one query: `openid` is the one asked about and `state`
+// is never empty (ParseAuthorizationBody). organization_id and the time are
+// optional; absent strings are empty and an absent time is nullopt.
 struct AuthorizationResult {
   std::string openid;
   std::string organization_id;
-  std::string state;  // e.g. "AUTHORIZATION_STATE_ON"; passed through verbatim
+  std::string state;  // e.g. "AUTHORIZATION_STATE_ON"; passed through verbatim, also when unknown
   std::optional<absl::Time> authorize_time;  // nullopt also outside years 1-9999 (google.protobuf.Timestamp)
   std::string authorize_time_raw;  // as sent, kept even when it does not parse as RFC 3339
-  std::string request_id;          // WeChat Pay's Request-ID
+  std::string request_id;          // WeChat Pay's Request-ID when well-formed (ReadRequestId); not signed
+  std::string request_id_dropped;  // for the log only: why a Request-ID header was not kept
   std::string verified_by;         // serial of the key that verified the signature
   absl::Duration clock_skew;       // Wechatpay-Timestamp minus local time
   int attempts = 1;                // upstream attempts made
   std::string host;                // base URL that answered
 };
 
-// Parses a verified 200 body. kInternal with kUpstreamMalformedResponse when the
-// body is not a JSON object, a field has the wrong type, or the answer names
-// another openid or organization_id than the ones asked for.
+// Parses a verified 200 body and binds it to the query (wechatpay-v3.md
+// section 1: every field is optional on paper, but an answer must say whom it
+// is about to be an answer to this query). kInternal with
+// kUpstreamMalformedResponse when the body is not a JSON object, a field has
+// the wrong type, `openid` is absent or not the one asked about, `state` is
+// absent or empty, or `organization_id` is present and not the one asked for.
+// An unknown state string is accepted and kept verbatim (states may be added;
+// the service maps it to AUTHORIZATION_STATE_UNSPECIFIED).
 absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view body, absl::string_view openid,
                                                            absl::string_view organization_id);
 

@@ -46,7 +46,9 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
 
   UpstreamError e;
   e.http_status = response.status;
-  e.request_id = PrintableHeaderValue(response.headers.GetOrEmpty("Request-ID"), kMaxSerialInError);
+  RequestId request_id = ReadRequestId(response);
+  e.request_id = std::move(request_id.value);
+  e.request_id_dropped = std::move(request_id.dropped);
   auto fail = [&e](ErrorReason reason, std::string message) {
     e.reason = reason;
     return MakeError(absl::StatusCode::kInternal, absl::StrCat("verify response: ", message), e);
@@ -82,6 +84,8 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
 
   const VerificationKey* key = ring.Find(*serial);
   if (key == nullptr) {
+    // The known serials are configuration: this message goes to the log only
+    // (callers get ReasonSummary), where it tells the operator what to fix.
     return fail(ErrorReason::kUnknownWechatpaySerial,
                 absl::StrCat("unknown serial \"", e.serial, "\" (known: ", absl::StrJoin(ring.Serials(), ", "), ")"));
   }
@@ -101,7 +105,7 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
     return fail(ErrorReason::kResponseSignatureInvalid,
                 absl::StrCat("signature does not verify with key \"", key->serial, "\""));
   }
-  return VerifiedResponse{key->serial, e.request_id, skew};
+  return VerifiedResponse{key->serial, e.request_id, e.request_id_dropped, skew};
 }
 
 }  // namespace palmgate::wechatpay

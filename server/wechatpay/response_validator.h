@@ -10,7 +10,8 @@
 //   5. Not a `WECHATPAY/SIGNTEST/` probe; strict Base64 of 256 bytes.
 //   6. SHA256withRSA signature valid over `TIMESTAMP\nNONCE\nRAW_BODY\n`.
 // Each failure has its own ErrorReason; all are kInternal except the HTTP
-// classification. Unknown serial is only reported: refreshing keys and
+// classification. The Request-ID header is not covered by the signature: it
+// is kept only when well-formed (ReadRequestId), in answers and errors alike. Unknown serial is only reported: refreshing keys and
 // re-validating is the job of the layer that runs calls.
 #ifndef PALMGATE_SERVER_WECHATPAY_RESPONSE_VALIDATOR_H_
 #define PALMGATE_SERVER_WECHATPAY_RESPONSE_VALIDATOR_H_
@@ -35,7 +36,8 @@ struct ValidatorOptions {
 // What a successful validation learnt.
 struct VerifiedResponse {
   std::string serial;      // the key that verified it
-  std::string request_id;  // WeChat Pay's Request-ID, "" when absent
+  std::string request_id;  // WeChat Pay's Request-ID, "" when absent or not well-formed (ReadRequestId)
+  std::string request_id_dropped;  // for the log only: why a Request-ID header was not kept
   absl::Duration skew;     // Wechatpay-Timestamp minus local time
 };
 

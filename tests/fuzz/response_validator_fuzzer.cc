@@ -16,7 +16,8 @@
 //   - every failure carries an UpstreamError with a reason; failures of 2xx
 //     responses are kInternal; the gRPC status made of it parses back (strict
 //     proto3 UTF-8), so that a client can read why;
-//   - a verified body that parses names the openid and organization asked for,
+//   - a verified body that parses names the openid asked for (always) and the
+//     organization asked for (or none), and carries a state,
 //     and the answer built from it (with the Request-ID) parses back unchanged.
 #include <cstddef>
 #include <cstdint>
@@ -173,7 +174,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<wechatpay::AuthorizationResult> result =
       wechatpay::ParseAuthorizationBody(response.body, kOpenid, kOrganizationId);
   if (result.ok()) {
-    PALMGATE_FUZZ_CHECK(result->openid.empty() || result->openid == kOpenid);
+    PALMGATE_FUZZ_CHECK(result->openid == kOpenid && !result->state.empty());
     PALMGATE_FUZZ_CHECK(result->organization_id.empty() || result->organization_id == kOrganizationId);
     PALMGATE_FUZZ_CHECK(!result->authorize_time.has_value() || !result->authorize_time_raw.empty());
     result->request_id = verified->request_id;

@@ -4,7 +4,8 @@
 // Input: the body, any bytes. The query is the one of vectors D3/D4.
 //
 // Invariants:
-//   - an accepted body names the openid and organization asked for (or none);
+//   - an accepted body names the openid asked for, carries a state, and names
+//     the organization asked for or none;
 //   - every string of the answer is valid UTF-8 and the answer serialises and
 //     parses back unchanged (a client must always be able to decode it);
 //   - authorize_time, when set, is a valid google.protobuf.Timestamp (seconds
@@ -32,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     PALMGATE_FUZZ_CHECK(wechatpay::GetReason(result.status()) == wechatpay::ErrorReason::kUpstreamMalformedResponse);
     return 0;
   }
-  PALMGATE_FUZZ_CHECK(result->openid.empty() || result->openid == kOpenid);
+  PALMGATE_FUZZ_CHECK(result->openid == kOpenid && !result->state.empty());
   PALMGATE_FUZZ_CHECK(result->organization_id.empty() || result->organization_id == kOrganizationId);
   PALMGATE_FUZZ_CHECK(!result->authorize_time.has_value() || !result->authorize_time_raw.empty());
   for (const std::string* s : {&result->openid, &result->organization_id, &result->state, &result->authorize_time_raw}) {

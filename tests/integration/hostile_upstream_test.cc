@@ -116,7 +116,8 @@ class HostileUpstreamTest : public ::testing::Test {
     upstream_.reset();
   }
 
-  void StartGateway(const std::string& upstream_url, absl::Duration upstream_timeout = absl::Seconds(5)) {
+  void StartGateway(const std::string& upstream_url, absl::Duration upstream_timeout = absl::Seconds(5),
+                    bool log_rpcs = false) {
     const std::string& dir = *keys_dir_;
     GatewayConfig config;
     config.mchid = merchant_->mchid();
@@ -133,7 +134,7 @@ class HostileUpstreamTest : public ::testing::Test {
     ASSERT_THAT(core, IsOk());
     core_ = *std::move(core);
     service::PalmAuthorizationService::Options sopts;
-    sopts.log_rpcs = false;
+    sopts.log_rpcs = log_rpcs;
     service_ = std::make_unique<service::PalmAuthorizationService>(core_->client.get(), SystemClock::Get(), sopts);
     auto server = GrpcServer::Start("127.0.0.1:0", service_.get());
     ASSERT_THAT(server, IsOk());
@@ -459,15 +460,14 @@ TEST_F(HostileUpstreamTest, InvalidUtf8RequestIdStillGivesAParsableAnswer) {
   grpc::Status s = Call(&a);
   ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
   EXPECT_EQ(a.state(), palmgate::v1::AUTHORIZATION_STATE_OFF);
-  EXPECT_TRUE(IsValidUtf8(a.wechatpay_request_id()));
-  EXPECT_EQ(a.wechatpay_request_id().substr(0, 4), "req-");
+  EXPECT_EQ(a.wechatpay_request_id(), "");  // not of WeChat Pay's form: dropped
 }
 
 TEST_F(HostileUpstreamTest, InvalidUtf8InErrorHeadersStillGivesParsableDetails) {
   StartGateway(upstream_->base_url());
   const std::string body = absl::StrCat(R"({"openid":")", kOpenid, R"(","organization_id":")", kOrg,
                                         R"(","state":"AUTHORIZATION_STATE_OFF"})");
-  // An unknown serial that is not UTF-8: it is named in the error.
+  // An unknown serial that is not UTF-8 (named in the log line, not to the caller).
   Answer(SignedAnswer(body, 200, "req-\xff-id", "SERIAL-\xff\xfe-\xe4\xb8"));
   Authorization a;
   grpc::Status s = Call(&a);
@@ -506,6 +506,62 @@ TEST_F(HostileUpstreamTest, LongMultibyteErrorMessageIsCutOnACharacterBoundary) 
   EXPECT_TRUE(IsValidUtf8(kept));
   EXPECT_LE(kept.size(), 512u);
   EXPECT_GT(kept.size(), 0u);
+}
+
+// --- Answers bound to the question, and the unsigned Request-ID.
+
+// Issue 13 finding 3: a correctly signed 200 naming no openid was returned as
+// OK, so one captured answer could be replayed for any openid within the
+// 300 s timestamp window.
+TEST_F(HostileUpstreamTest, SignedAnswerNamingNoOpenidIsRefused) {
+  StartGateway(upstream_->base_url());
+  for (const std::string& body : {std::string(R"({"state":"AUTHORIZATION_STATE_ON"})"),
+                                  absl::StrCat(R"({"organization_id":")", kOrg, R"(","state":"AUTHORIZATION_STATE_ON"})"),
+                                  absl::StrCat(R"({"openid":")", kOpenid, R"(","organization_id":")", kOrg, R"("})")}) {
+    Answer(SignedAnswer(body));
+    Authorization a;
+    RichError e = Unpack(Call(&a));
+    EXPECT_EQ(e.code, grpc::StatusCode::INTERNAL) << body;
+    EXPECT_EQ(e.info.reason(), "UPSTREAM_MALFORMED_RESPONSE") << body;
+    EXPECT_EQ(a.state(), palmgate::v1::AUTHORIZATION_STATE_UNSPECIFIED);
+  }
+  ExpectStillServing();
+}
+
+// Issue 13 finding 4: the Request-ID header is not signed; a hostile one came
+// back verbatim in wechatpay_request_id. Now it is dropped (answer and error
+// alike) and the RPC's log line says why, escaped and bounded.
+TEST_F(HostileUpstreamTest, HostileRequestIdIsNotPassedOnAndTheLogSaysWhy) {
+  const std::string hostile = "CALL-SUPPORT-AT +86 400 <script>alert(1)</script>";
+  StartGateway(upstream_->base_url(), absl::Seconds(5), /*log_rpcs=*/true);
+  const std::string good = absl::StrCat(R"({"openid":")", kOpenid, R"(","organization_id":")", kOrg,
+                                        R"(","state":"AUTHORIZATION_STATE_ON"})");
+  ::testing::internal::CaptureStderr();
+  Answer(SignedAnswer(good, 200, hostile));
+  Authorization a;
+  grpc::Status s = Call(&a);
+  // An error answer with the same header: no requestId in ErrorInfo.
+  HostileScript refused;
+  refused.body = R"({"code":"NO_AUTH"})";
+  refused.head = absl::StrCat("HTTP/1.1 403 Forbidden\r\nRequest-ID: ", hostile,
+                              "\r\nContent-Type: application/json\r\nContent-Length: ", refused.body.size(),
+                              "\r\n\r\n");
+  Answer(refused);
+  Authorization b;
+  RichError e = Unpack(Call(&b));
+  const std::string log = ::testing::internal::GetCapturedStderr();
+
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(a.state(), palmgate::v1::AUTHORIZATION_STATE_ON);
+  EXPECT_EQ(a.wechatpay_request_id(), "");
+  EXPECT_EQ(e.code, grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(e.info.reason(), "MERCHANT_NOT_AUTHORIZED");
+  EXPECT_EQ(e.info.metadata().count("requestId"), 0u);
+  for (const auto& [k, v] : e.info.metadata()) EXPECT_EQ(v.find("CALL-SUPPORT"), std::string::npos) << k;
+
+  EXPECT_THAT(log, ::testing::HasSubstr(R"("wechatpay_request_id_dropped":"not 1-64 characters of [0-9A-Za-z_-]: 49 bytes, starting \"CALL-SUPPORT-AT +86 400 <script>\"")"));
+  EXPECT_EQ(log.find("alert(1)"), std::string::npos) << log;  // bounded: not the whole text
+  EXPECT_EQ(log.find(R"("wechatpay_request_id":")"), std::string::npos) << log;
 }
 
 // --- TLS certificates that do not prove the host: refused before any request.

@@ -2,8 +2,12 @@
 // PALMGATE_* environment variables, logging one line per RPC without secrets
 // or clear openids, and draining on SIGTERM (health NOT_SERVING, in-flight
 // RPCs finish, exit 0).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <future>
@@ -17,6 +21,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "palmgate/v1/palm_authorization.grpc.pb.h"
@@ -48,7 +54,8 @@ class GatewayProcessTest : public ::testing::Test {
     options.faults = true;
     options.seed_json = absl::StrCat(R"({"users":[{"openid":")", kOpenid,
                                      R"(","organization_id":"1004","state":"AUTHORIZATION_STATE_ON"},
-        {"openid":"o-slow","organization_id":"1004","state":"AUTHORIZATION_STATE_OFF","fault":"latency=1500"}]})");
+        {"openid":"o-slow","organization_id":"1004","state":"AUTHORIZATION_STATE_OFF","fault":"latency=1500"},
+        {"openid":"o-unknown-serial","organization_id":"1004","state":"AUTHORIZATION_STATE_ON","fault":"unknown_serial"}]})");
     auto sandbox = SandboxProcess::Start(options);
     ASSERT_THAT(sandbox, IsOk());
     sandbox_ = *std::move(sandbox);
@@ -184,6 +191,99 @@ TEST_F(GatewayProcessTest, SigtermDrainsInFlightRpcsAndExitsZero) {
   EXPECT_TRUE(result.first.ok()) << result.first.error_message();
   EXPECT_EQ(result.second.state(), palmgate::v1::AUTHORIZATION_STATE_OFF);
   EXPECT_THAT(gateway_->Wait(), IsOkAndHolds(0));
+}
+
+// Issue 13 finding 11: messages to callers revealed configuration (the
+// unknown-serial error listed every key id the gateway holds; proxy and DNS
+// failures named hosts and addresses). Callers get a short, stable message
+// (the ErrorInfo reason says what happened); the RPC's log line has the rest.
+class CallerMessageTest : public GatewayProcessTest {
+ protected:
+  struct Outcome {
+    grpc::Status status;
+    std::string rpc_log_line;  // the GetAuthorization line
+  };
+
+  // Starts the gateway with `flags`, makes one call for `openid`, stops the
+  // gateway and returns the status and the RPC's log line.
+  Outcome CallOnce(const std::vector<std::string>& flags, const std::string& openid) {
+    Outcome out;
+    StartGateway(flags);
+    if (gateway_ == nullptr) return out;
+    palmgate::v1::Authorization a;
+    out.status = Call(openid, &a);
+    channel_.reset();
+    EXPECT_THAT(gateway_->Stop(), IsOkAndHolds(0));
+    auto log = ReadFile(log_path());
+    EXPECT_THAT(log, IsOk());
+    for (absl::string_view line : absl::StrSplit(log.value_or(""), '\n')) {
+      if (absl::StrContains(line, R"("message":"rpc","method":"/palmgate.v1.PalmAuthorization/GetAuthorization")")) {
+        out.rpc_log_line = std::string(line);
+      }
+    }
+    return out;
+  }
+
+  // Everything a caller receives: the message and the google.rpc.Status details.
+  static std::string CallerVisible(const grpc::Status& s) { return s.error_message() + "\n" + s.error_details(); }
+
+  static std::string ReasonOf(const grpc::Status& s) {
+    google::rpc::Status rich;
+    google::rpc::ErrorInfo info;
+    if (!rich.ParseFromString(s.error_details())) return "";
+    for (const auto& any : rich.details()) {
+      if (any.UnpackTo(&info)) return info.reason();
+    }
+    return "";
+  }
+};
+
+TEST_F(CallerMessageTest, UnknownSerialNamesNoKeyIdToTheCaller) {
+  auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
+  ASSERT_THAT(merchant, IsOk());
+  auto platform = crypto::Certificate::FromPem(*ReadFile(sandbox_->keys_dir() + "/platform_cert.pem"));
+  ASSERT_THAT(platform, IsOk());
+  Outcome o = CallOnce({}, "o-unknown-serial");
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(ReasonOf(o.status), "UNKNOWN_WECHATPAY_SERIAL");
+  EXPECT_EQ(o.status.error_message(), "wechatpay answer is signed with a key the gateway does not hold");
+  for (const std::string& serial : {merchant->public_key_id(), platform->serial()}) {
+    EXPECT_THAT(CallerVisible(o.status), Not(HasSubstr(serial)));
+    EXPECT_THAT(o.rpc_log_line, HasSubstr(serial));  // the operator still learns which keys were tried
+  }
+  EXPECT_THAT(o.rpc_log_line, HasSubstr(R"("wechatpay_serial":")"));
+  EXPECT_THAT(o.rpc_log_line, HasSubstr(R"("reason":"UNKNOWN_WECHATPAY_SERIAL")"));
+}
+
+TEST_F(CallerMessageTest, RefusingProxyNamesNoAddressToTheCaller) {
+  // Bound, never listening: every connect to it is refused.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  Outcome o = CallOnce({"--proxy=http://127.0.0.1:" + port, "--upstream_attempts=1"}, kOpenid);
+  ::close(fd);
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ReasonOf(o.status), "UPSTREAM_UNAVAILABLE");
+  EXPECT_EQ(o.status.error_message(), "wechatpay is unavailable");
+  EXPECT_THAT(CallerVisible(o.status), Not(HasSubstr("127.0.0.1")));
+  EXPECT_THAT(CallerVisible(o.status), Not(HasSubstr(port)));
+  EXPECT_THAT(o.rpc_log_line, HasSubstr("127.0.0.1 port " + port));
+}
+
+TEST_F(CallerMessageTest, UnresolvableHostIsNotNamedToTheCaller) {
+  Outcome o = CallOnce({"--upstream=https://nonexistent.invalid", "--upstream_attempts=1"}, kOpenid);
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ReasonOf(o.status), "UPSTREAM_UNAVAILABLE");
+  EXPECT_EQ(o.status.error_message(), "wechatpay is unavailable");
+  EXPECT_THAT(CallerVisible(o.status), Not(HasSubstr("nonexistent")));
+  EXPECT_THAT(CallerVisible(o.status), Not(HasSubstr("resolve")));
+  EXPECT_THAT(o.rpc_log_line, HasSubstr("Could not resolve host: nonexistent.invalid"));
 }
 
 // Key files copied where a test may replace them (as an operator rotating secrets would).

@@ -33,7 +33,7 @@ TEST(StatusConversionTest, CarriesExactlyOneErrorInfoWithUpstreamMetadata) {
   e.retry_after = absl::Milliseconds(1500);
   grpc::Status s = ToGrpcStatus(MakeError(absl::StatusCode::kResourceExhausted, "wechatpay: http 429", e));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_EQ(s.error_message(), "wechatpay: http 429");
+  EXPECT_EQ(s.error_message(), "wechatpay rate limit reached");
   google::rpc::Status rich = Details(s);
   EXPECT_EQ(rich.code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
   int infos = 0;
@@ -65,6 +65,82 @@ TEST(StatusConversionTest, PlainStatusStillGetsErrorInfo) {
   EXPECT_EQ(info.reason(), "INTERNAL");
 }
 
+google::rpc::ErrorInfo InfoOf(const grpc::Status& s) {
+  const google::rpc::Status rich = Details(s);
+  google::rpc::ErrorInfo info;
+  for (const auto& any : rich.details()) {
+    if (any.UnpackTo(&info)) break;
+  }
+  return info;
+}
+
+// Issue 13 finding 11: the unknown-serial error listed every key id the
+// gateway holds, and proxy and DNS failures named internal hosts and
+// addresses. Callers get a short, stable message per reason; the status
+// message (for the RPC's log line) may say more.
+TEST(StatusConversionTest, CallerMessagesNameNoSerialHostOrAddress) {
+  struct Case {
+    absl::StatusCode code;
+    ErrorReason reason;
+    const char* internal;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {absl::StatusCode::kInternal, ErrorReason::kUnknownWechatpaySerial,
+       R"(verify response: unknown serial "5157F09EFDC096DE" (known: PUB_KEY_ID_0114232134912410000000000000000001, 440024045C4A427599D09BB4E3DE0279F2E813FD))",
+       "wechatpay answer is signed with a key the gateway does not hold"},
+      {absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
+       "upstream: Failed to connect to proxy.corp.internal port 3128 after 0 ms: Couldn't connect to server",
+       "wechatpay is unavailable"},
+      {absl::StatusCode::kUnavailable, ErrorReason::kUpstreamUnavailable,
+       "upstream: Could not resolve host: api.mch.weixin.qq.com.corp.internal", "wechatpay is unavailable"},
+      {absl::StatusCode::kUnavailable, ErrorReason::kUpstreamTlsError,
+       "upstream: tls: SSL: no alternative certificate subject name matches target host name '10.1.2.3'",
+       "wechatpay's tls certificate did not verify"},
+      {absl::StatusCode::kInternal, ErrorReason::kResponseSignatureInvalid,
+       R"(verify response: signature does not verify with key "PUB_KEY_ID_0114232134912410000000000000000001")",
+       "wechatpay answer has an invalid signature"},
+      {absl::StatusCode::kInternal, ErrorReason::kConfiguration, "sign request: /run/secrets/apiclient_key.pem: gone",
+       "gateway misconfigured"},
+  };
+  for (const Case& c : cases) {
+    UpstreamError e;
+    e.reason = c.reason;
+    e.serial = "5157F09EFDC096DE";
+    grpc::Status s = ToGrpcStatus(MakeError(c.code, c.internal, e));
+    EXPECT_EQ(s.error_message(), c.expected) << c.internal;
+    google::rpc::Status rich = Details(s);
+    EXPECT_EQ(rich.message(), c.expected);
+    google::rpc::ErrorInfo info = InfoOf(s);
+    EXPECT_EQ(info.reason(), wechatpay::ReasonName(c.reason));
+    EXPECT_EQ(info.metadata().count("wechatpaySerial"), 0u);
+    for (const auto& [k, v] : info.metadata()) EXPECT_EQ(v.find("5157F"), std::string::npos) << k;
+  }
+  // Without a payload: still nothing of the message.
+  EXPECT_EQ(ToGrpcStatus(absl::InternalError("open /etc/palmgate/x: denied")).error_message(), "internal error");
+}
+
+// Finding 10: the unsigned code reaches ErrorInfo only in WeChat Pay's form.
+TEST(StatusConversionTest, WechatpayCodeIsPassedOnOnlyInWechatpaysForm) {
+  for (const char* code : {"PARAM_ERROR", "A_CODE_NOT_LISTED_YET"}) {
+    UpstreamError e;
+    e.reason = ErrorReason::kUpstreamInvalidRequest;
+    e.http_status = 400;
+    e.wechatpay_code = code;
+    EXPECT_EQ(InfoOf(ToGrpcStatus(MakeError(absl::StatusCode::kFailedPrecondition, "x", e))).metadata().at("wechatpayCode"),
+              code);
+  }
+  for (const char* code : {"call +86 400 now", "<script>", "lower_case", "X-1"}) {
+    UpstreamError e;
+    e.reason = ErrorReason::kUpstreamInvalidRequest;
+    e.http_status = 400;
+    e.wechatpay_code = code;
+    grpc::Status s = ToGrpcStatus(MakeError(absl::StatusCode::kFailedPrecondition, code, e));
+    EXPECT_EQ(InfoOf(s).metadata().count("wechatpayCode"), 0u) << code;
+    EXPECT_EQ(s.error_message().find(code), std::string::npos);
+  }
+}
+
 TEST(StatusConversionTest, BadRequestListsEveryBadField) {
   std::vector<absl::Status> problems = ValidateRequest("", std::string(65, '1'));
   ASSERT_EQ(problems.size(), 2u);
@@ -80,6 +156,7 @@ TEST(StatusConversionTest, BadRequestListsEveryBadField) {
   EXPECT_EQ(bad.field_violations(0).description(), "must not be empty");
   EXPECT_EQ(bad.field_violations(1).field(), "organization_id");
   EXPECT_EQ(bad.field_violations(1).description(), "is 65 bytes; at most 64 allowed");
+  EXPECT_EQ(s.error_message(), "openid: must not be empty");  // the caller's own input only
 }
 
 TEST(RequestMappingTest, StatesMapByNameAndUnknownIsUnspecified) {

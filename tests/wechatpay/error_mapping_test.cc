@@ -165,7 +165,7 @@ TEST(ErrorMappingTest, KeptTextIsCutOnACharacterBoundaryAndHeadersArePrintable) 
   auto e = GetUpstreamError(ClassifyHttpStatus(r));
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->wechatpay_message, message.substr(0, 510));  // 170 whole characters
-  EXPECT_EQ(e->request_id, "r-?" "?-id");
+  EXPECT_EQ(e->request_id, "");  // not of WeChat Pay's form: dropped (ReadRequestId)
   EXPECT_EQ(PrintableHeaderValue("ab\x7f\x80" "c", 4), "ab?" "?");
 }
 
@@ -203,7 +203,71 @@ TEST(ErrorMappingTest, KeptTextsAreBoundedValidUtf8) {
   EXPECT_EQ(e->wechatpay_message.size(), 510u);  // 170 whole characters of 3 bytes
   EXPECT_TRUE(IsValidUtf8(e->wechatpay_message));
   EXPECT_EQ(message.substr(0, 510), e->wechatpay_message);
-  EXPECT_EQ(e->request_id, "08F5?" "?-1");  // split: "??-" would be a trigraph
+  EXPECT_EQ(e->request_id, "");  // stray bytes: dropped, and the log says why
+  EXPECT_TRUE(IsValidUtf8(e->request_id_dropped));
+}
+
+// Issue 13 finding 4: the Request-ID header is not signed, and a 200 whose
+// Request-ID was "CALL-SUPPORT-AT +86 400 <script>alert(1)</script>" handed it
+// on verbatim. Only 1-64 characters of [0-9A-Za-z_-] are kept.
+TEST(RequestIdTest, KeepsOnlyWellFormedIds) {
+  auto read = [](absl::string_view value) {
+    HttpResponse r;
+    r.status = 200;
+    r.headers.Add("Request-ID", std::string(value));
+    return ReadRequestId(r);
+  };
+  for (absl::string_view good : {"08F5B8C2B506102C18FDDFEEA30620BE821E28EDC405-0", "a", "hostile-id", "R_1-x",
+                                 "0123456789012345678901234567890123456789012345678901234567890123"}) {
+    RequestId id = read(good);
+    EXPECT_EQ(id.value, good);
+    EXPECT_EQ(id.dropped, "");
+  }
+  const std::string hostile = "CALL-SUPPORT-AT +86 400 <script>alert(1)</script>";
+  for (const std::string& bad : {hostile, std::string(""), std::string(65, 'a'), std::string("id\"\n{x}"),
+                                 std::string("08F5\xff\xfe-1"), std::string("a.b"), std::string(100000, '<')}) {
+    RequestId id = read(bad);
+    EXPECT_EQ(id.value, "") << bad.substr(0, 80);
+    EXPECT_THAT(id.dropped, ::testing::HasSubstr(absl::StrCat(bad.size(), " bytes"))) << bad.substr(0, 80);
+    EXPECT_LT(id.dropped.size(), 200u);  // bounded whatever was sent
+    EXPECT_TRUE(IsValidUtf8(id.dropped));
+    EXPECT_EQ(id.dropped.find('\n'), std::string::npos);
+  }
+  EXPECT_THAT(read(hostile).dropped, ::testing::HasSubstr("49 bytes, starting \"CALL-SUPPORT-AT +86 400 <script>\""));
+  HttpResponse none;
+  none.status = 200;
+  EXPECT_EQ(ReadRequestId(none).value, "");
+  EXPECT_EQ(ReadRequestId(none).dropped, "");
+}
+
+TEST(RequestIdTest, ErrorsCarryOnlyTheFilteredId) {
+  HttpResponse r;
+  r.status = 503;
+  r.headers.Add("Request-ID", "CALL-SUPPORT-AT +86 400 <script>alert(1)</script>");
+  auto e = GetUpstreamError(ClassifyHttpStatus(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->request_id, "");
+  EXPECT_THAT(e->request_id_dropped, ::testing::HasSubstr("49 bytes"));
+}
+
+// Issue 13 finding 10: metric labels come from a fixed list.
+TEST(WechatpayCodeTest, KnownCodesAreAFixedList) {
+  for (absl::string_view code : {"PARAM_ERROR", "INVALID_REQUEST", "SIGN_ERROR", "NO_AUTH", "FREQUENCY_LIMITED",
+                                 "RATELIMIT_EXCEEDED", "SYSTEM_ERROR", "SYSTEMERROR", "NOT_FOUND",
+                                 "RESOURCE_NOT_EXISTS", "USER_NOT_EXISTS", "APPID_MCHID_NOT_MATCH", "MCH_NOT_EXISTS",
+                                 "SERVICE_UNAVAILABLE", "ORDER_NOT_EXIST", "RATE_LIMITED"}) {
+    EXPECT_TRUE(IsKnownWechatpayCode(code)) << code;
+    EXPECT_TRUE(IsWellFormedWechatpayCode(code)) << code;
+  }
+  for (absl::string_view code : {"", "X7K2Q", "PARAM_ERROR ", "param_error", "SANDBOX_FAULT_INVALID"}) {
+    EXPECT_FALSE(IsKnownWechatpayCode(code)) << code;
+  }
+  EXPECT_TRUE(IsWellFormedWechatpayCode("A_NEW_CODE_2027"));
+  for (absl::string_view code : {"", "_X", "1ABC", "lower", "A B", "A-B", "<script>", "中文"}) {
+    EXPECT_FALSE(IsWellFormedWechatpayCode(code)) << code;
+  }
+  EXPECT_TRUE(IsWellFormedWechatpayCode(std::string(64, 'A')));
+  EXPECT_FALSE(IsWellFormedWechatpayCode(std::string(65, 'A')));
 }
 
 }  // namespace

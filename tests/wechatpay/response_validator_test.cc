@@ -264,7 +264,9 @@ TEST_F(ResponseValidatorTest, HeaderTextIsKeptAsValidUtf8) {
   const auto resp = With(SignedResponse(kPubKeyId, kD3Body, kD3Signature), "Request-ID",
                          "08F5B8C2B506102C18FDDFEEA30620BE821E28E\xc4" "C405-0");
   PALMGATE_ASSERT_OK_AND_ASSIGN(VerifiedResponse v, ValidateResponse(resp, *mixed_, kSignedAt));
-  EXPECT_EQ(v.request_id, "08F5B8C2B506102C18FDDFEEA30620BE821E28E?C405-0");
+  EXPECT_EQ(v.request_id, "");  // not of WeChat Pay's form (ReadRequestId): dropped
+  EXPECT_TRUE(IsValidUtf8(v.request_id_dropped));
+  EXPECT_FALSE(v.request_id_dropped.empty());
 
   auto unknown = ValidateResponse(With(resp, "Wechatpay-Serial", "PUB_KEY_ID_\xff"), *mixed_, kSignedAt);
   EXPECT_EQ(ReasonOf(unknown), ErrorReason::kUnknownWechatpaySerial);
