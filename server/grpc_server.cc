@@ -37,6 +37,11 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string&
       builder.experimental().AddExternalConnectionAcceptor(
           grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
           options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials());
+  if (options.handshake_timeout > absl::ZeroDuration()) {
+    // chttp2_server.cc: the deadline of the handshakers (TLS) and then, on the
+    // transport, of the client's first SETTINGS frame (after its preface).
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, std::max(1, Millis(options.handshake_timeout)));
+  }
   if (options.keepalive_time > absl::ZeroDuration()) {
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(options.keepalive_time));
   }

@@ -18,7 +18,9 @@
 // acceptor (plain text or TLS: the handshake runs on the handed descriptor).
 // So a port in use fails Start(), the accept loop survives descriptor
 // exhaustion, a cap bounds concurrent connections, and StopListening() closes
-// the socket without touching the server.
+// the socket without touching the server. A connection that has not sent its
+// HTTP/2 preface and SETTINGS (after the TLS handshake, with TLS) within
+// `handshake_timeout` is closed.
 #ifndef PALMGATE_SERVER_GRPC_SERVER_H_
 #define PALMGATE_SERVER_GRPC_SERVER_H_
 
@@ -55,6 +57,9 @@ struct GrpcServerOptions {
   int max_concurrent_streams = 0;
   // Connections open at once (TcpListener::Options::max_connections); 0: no cap.
   int max_connections = 0;
+  // Time from accept to the client's HTTP/2 SETTINGS (TLS handshake included);
+  // zero: gRPC's default (2 minutes).
+  absl::Duration handshake_timeout = absl::ZeroDuration();
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
 };
 

@@ -100,6 +100,8 @@ ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(30),
 ABSL_FLAG(int, max_concurrent_streams, 1000, "concurrent RPCs per client connection");
 ABSL_FLAG(int, max_connections, 4096,
           "client connections open at once; beyond it new connections are reset at once (0: no cap)");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "close a connection that has not sent its HTTP/2 preface and SETTINGS (TLS handshake included) in this time");
 
 namespace palmgate {
 namespace {
@@ -112,7 +114,7 @@ constexpr const char* kEnvFlags[] = {
     "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay", "drain_refuse_connections",
     "shutdown_grace", "tls_cert", "tls_key", "tls_client_ca", "tls_reload_interval", "metrics_listen", "log_level",
     "keepalive_time", "keepalive_timeout", "max_connection_age", "max_connection_age_grace", "max_concurrent_streams",
-    "max_connections"};
+    "max_connections", "handshake_timeout"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -228,7 +230,8 @@ int Run() {
   for (const auto& [name, value] : {std::pair<const char*, absl::Duration>{"keepalive_time", absl::GetFlag(FLAGS_keepalive_time)},
                                     {"keepalive_timeout", absl::GetFlag(FLAGS_keepalive_timeout)},
                                     {"max_connection_age", absl::GetFlag(FLAGS_max_connection_age)},
-                                    {"max_connection_age_grace", absl::GetFlag(FLAGS_max_connection_age_grace)}}) {
+                                    {"max_connection_age_grace", absl::GetFlag(FLAGS_max_connection_age_grace)},
+                                    {"handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout)}}) {
     if (value < absl::ZeroDuration()) {
       std::cerr << "palmgate: --" << name << ": must not be negative" << std::endl;
       return 2;
@@ -294,6 +297,7 @@ int Run() {
   server_options.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
   server_options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   server_options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  server_options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   if (metrics != nullptr) server_options.interceptors.push_back(ops::MakeRpcMetricsInterceptorFactory(metrics.get()));
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(absl::GetFlag(FLAGS_listen), &service, std::move(server_options));

@@ -447,9 +447,30 @@ TEST_F(GatewayProcessTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
   EXPECT_THAT(*log, HasSubstr(R"("message":"connections shed","at_max_connections":0,"at_open_files_limit":)"));
 }
 
+// A connection that never sends its HTTP/2 preface and SETTINGS is closed at --handshake_timeout.
+TEST_F(GatewayProcessTest, HandshakeTimeoutClosesConnectionsThatSendNoHttp2Settings) {
+  StartGateway({"--handshake_timeout=1s"});
+  const absl::Time opened = absl::Now();
+  const int silent = RawConnect(gateway_->address());
+  const int preface_only = RawConnect(gateway_->address());
+  ASSERT_GE(silent, 0);
+  ASSERT_GE(preface_only, 0);
+  constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";  // no SETTINGS frame after it
+  ASSERT_EQ(::send(preface_only, kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof(kPreface) - 1));
+  EXPECT_TRUE(ClosedByPeer(silent, absl::Seconds(30)));
+  EXPECT_TRUE(ClosedByPeer(preface_only, absl::Seconds(30)));
+  EXPECT_GE(absl::Now() - opened, absl::Milliseconds(900));  // by the timeout, not at once
+  ::close(silent);
+  ::close(preface_only);
+  // A real client sends its SETTINGS at once and keeps its connection.
+  auto channel = OwnChannel(gateway_->address());
+  grpc::Status s = CallOn(channel, kOpenid);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
 TEST_F(GatewayProcessTest, ConnectionsBeyondTheCapAreResetUntilOneCloses) {
   constexpr int kCap = 4;
-  StartGateway({absl::StrCat("--max_connections=", kCap)});
+  StartGateway({absl::StrCat("--max_connections=", kCap), "--handshake_timeout=60s"});
   std::vector<int> idle;
   for (int i = 0; i < kCap; ++i) {
     const int fd = RawConnect(gateway_->address());
