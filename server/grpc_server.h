@@ -18,8 +18,13 @@
 // acceptor (plain text or TLS: the handshake runs on the handed descriptor).
 // So a port in use fails Start(), the accept loop survives descriptor
 // exhaustion, a cap bounds concurrent connections, and StopListening() closes
-// the socket without touching the server. A connection that has not sent its
-// HTTP/2 preface and SETTINGS (after the TLS handshake, with TLS) within
+// the socket without touching the server.
+//
+// Limits every caller meets before any of our code runs: a request message
+// larger than `max_receive_message_bytes` (also after decompression) and
+// request metadata (headers) larger than `max_metadata_bytes` are refused by
+// gRPC's transport with RESOURCE_EXHAUSTED; a connection that has not sent
+// its HTTP/2 preface and SETTINGS (after the TLS handshake, with TLS) within
 // `handshake_timeout` is closed.
 #ifndef PALMGATE_SERVER_GRPC_SERVER_H_
 #define PALMGATE_SERVER_GRPC_SERVER_H_
@@ -39,6 +44,15 @@
 namespace palmgate {
 
 inline constexpr char kServiceName[] = "palmgate.v1.PalmAuthorization";
+
+// The largest valid GetAuthorizationRequest is under 300 bytes (openid 128 and
+// organization_id 64 bytes of UTF-8, framing); health and reflection requests
+// are smaller still.
+inline constexpr int kDefaultMaxReceiveMessageBytes = 4 * 1024;
+// gRPC's own default (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 7541
+// does: name + value + 32 per entry): room for traceparent, x-request-id and a
+// mesh's headers.
+inline constexpr int kDefaultMaxMetadataBytes = 8 * 1024;
 
 struct GrpcServerOptions {
   // Null: plain text.
@@ -60,6 +74,10 @@ struct GrpcServerOptions {
   // Time from accept to the client's HTTP/2 SETTINGS (TLS handshake included);
   // zero: gRPC's default (2 minutes).
   absl::Duration handshake_timeout = absl::ZeroDuration();
+  // Request messages and request metadata above these sizes are refused
+  // (RESOURCE_EXHAUSTED) by gRPC's transport.
+  int max_receive_message_bytes = kDefaultMaxReceiveMessageBytes;
+  int max_metadata_bytes = kDefaultMaxMetadataBytes;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
 };
 

@@ -102,6 +102,10 @@ ABSL_FLAG(int, max_connections, 4096,
           "client connections open at once; beyond it new connections are reset at once (0: no cap)");
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "close a connection that has not sent its HTTP/2 preface and SETTINGS (TLS handshake included) in this time");
+ABSL_FLAG(int, max_request_bytes, palmgate::kDefaultMaxReceiveMessageBytes,
+          "larger request messages are refused with RESOURCE_EXHAUSTED (a valid request is under 300 bytes)");
+ABSL_FLAG(int, max_metadata_bytes, palmgate::kDefaultMaxMetadataBytes,
+          "larger request metadata (headers, counted as HTTP/2 does: name + value + 32 each) is refused with RESOURCE_EXHAUSTED");
 
 namespace palmgate {
 namespace {
@@ -114,7 +118,7 @@ constexpr const char* kEnvFlags[] = {
     "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay", "drain_refuse_connections",
     "shutdown_grace", "tls_cert", "tls_key", "tls_client_ca", "tls_reload_interval", "metrics_listen", "log_level",
     "keepalive_time", "keepalive_timeout", "max_connection_age", "max_connection_age_grace", "max_concurrent_streams",
-    "max_connections", "handshake_timeout"};
+    "max_connections", "handshake_timeout", "max_request_bytes", "max_metadata_bytes"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -221,7 +225,9 @@ int Run() {
   }
   for (const auto& [name, value, least] :
        {std::tuple<const char*, int, int>{"max_concurrent_streams", absl::GetFlag(FLAGS_max_concurrent_streams), 1},
-        {"max_connections", absl::GetFlag(FLAGS_max_connections), 0}}) {
+        {"max_connections", absl::GetFlag(FLAGS_max_connections), 0},
+        {"max_request_bytes", absl::GetFlag(FLAGS_max_request_bytes), 1},
+        {"max_metadata_bytes", absl::GetFlag(FLAGS_max_metadata_bytes), 1024}}) {
     if (value < least) {
       std::cerr << "palmgate: --" << name << ": must be at least " << least << std::endl;
       return 2;
@@ -298,6 +304,8 @@ int Run() {
   server_options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   server_options.max_connections = absl::GetFlag(FLAGS_max_connections);
   server_options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  server_options.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
   if (metrics != nullptr) server_options.interceptors.push_back(ops::MakeRpcMetricsInterceptorFactory(metrics.get()));
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(absl::GetFlag(FLAGS_listen), &service, std::move(server_options));

@@ -495,5 +495,30 @@ TEST_F(GatewayProcessTest, ConnectionsBeyondTheCapAreResetUntilOneCloses) {
   EXPECT_THAT(*log, HasSubstr(R"("message":"connections shed","at_max_connections":)"));
 }
 
+// Finding 9: a 1 MiB request was received and parsed (gRPC's default limit is 4 MiB).
+TEST_F(GatewayProcessTest, OversizedRequestsAndMetadataAreRefusedByTheTransport) {
+  StartGateway();
+  auto channel = OwnChannel(gateway_->address());
+  grpc::Status big = CallOn(channel, std::string(1 << 20, 'o'));
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();
+  grpc::Status over = CallOn(channel, std::string(5 * 1024, 'o'));  // over the 4 KiB default
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << over.error_message();
+  grpc::Status headers = CallOn(OwnChannel(gateway_->address()), kOpenid, {{"x-big", std::string(9 * 1024, 'm')}});
+  EXPECT_EQ(headers.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << headers.error_message();
+  grpc::Status valid = CallOn(channel, kOpenid);
+  EXPECT_TRUE(valid.ok()) << valid.error_message();
+  EXPECT_EQ(SandboxSaw(std::string(5 * 1024, 'o')), 0);
+}
+
+TEST_F(GatewayProcessTest, ReceiveLimitsFollowTheirFlags) {
+  StartGateway({"--max_request_bytes=16384", "--max_metadata_bytes=2048"});
+  auto channel = OwnChannel(gateway_->address());
+  // 5 KiB now passes the transport and meets validation (openid is at most 128 bytes).
+  EXPECT_EQ(CallOn(channel, std::string(5 * 1024, 'o')).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CallOn(channel, std::string(20 * 1024, 'o')).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  grpc::Status headers = CallOn(OwnChannel(gateway_->address()), kOpenid, {{"x-big", std::string(3 * 1024, 'm')}});
+  EXPECT_EQ(headers.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << headers.error_message();
+}
+
 }  // namespace
 }  // namespace palmgate
