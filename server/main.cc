@@ -398,7 +398,12 @@ int Run() {
   }
   absl::SleepFor(absl::GetFlag(FLAGS_drain_delay));  // still serving: balancers move traffic away
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
-  Log(LogLevel::kInfo, "server shut down");
+  const TcpListener::Stats connections = (*server)->ConnectionStats();
+  Log(LogLevel::kInfo, "server shut down",
+      LogFields()
+          .Add("connections_accepted", connections.accepted)
+          .Add("connections_shed_at_max_connections", connections.shed_at_cap)
+          .Add("connections_shed_at_open_files_limit", connections.shed_at_descriptor_limit));
   if ((*core)->certificates != nullptr) (*core)->certificates->Stop();  // no health update after this
   server->reset();
   if (metrics != nullptr) metrics->SetStatsSource({});  // a scrape must not read the core being destroyed

@@ -442,9 +442,19 @@ TEST_F(GatewayProcessTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
     ok += s.ok();
   }
   EXPECT_EQ(ok, kCalls);
+  channels.clear();
+  EXPECT_THAT(gateway_->Stop(), IsOkAndHolds(0));
   auto log = ReadFile(log_path());
   ASSERT_THAT(log, IsOk());
   EXPECT_THAT(*log, HasSubstr(R"("message":"connections shed","at_max_connections":0,"at_open_files_limit":)"));
+  int64_t shed = -1;
+  for (absl::string_view line : absl::StrSplit(*log, '\n', absl::SkipEmpty())) {
+    nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+    if (j.is_object() && j.value("message", "") == "server shut down") {
+      shed = j.value("connections_shed_at_open_files_limit", int64_t{-1});
+    }
+  }
+  EXPECT_GE(shed, kIdle - kLimit);
 }
 
 // A connection that never sends its HTTP/2 preface and SETTINGS is closed at --handshake_timeout.
