@@ -231,22 +231,30 @@ absl::StatusOr<std::unique_ptr<TcpListener>> TcpListener::Bind(const std::string
       if (bound_port == 0) bound_port = BoundPort(fd);
     }
     const bool complete = !fds.empty() && (failure == 0 || failure == EAFNOSUPPORT || failure == EADDRNOTAVAIL);
-    if (complete) return std::unique_ptr<TcpListener>(new TcpListener(std::move(fds), bound_port, options));
+    if (complete) {
+      // Stop() wakes the accept loop through it: without it Stop() could not return.
+      const int wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (wake_fd < 0) {
+        const int error = errno;
+        for (int fd : fds) ::close(fd);
+        return absl::ErrnoToStatus(error, "eventfd");
+      }
+      return std::unique_ptr<TcpListener>(new TcpListener(std::move(fds), bound_port, wake_fd, options));
+    }
     for (int fd : fds) ::close(fd);
     if (failure == EADDRINUSE && port == 0 && attempt < 10) continue;
     return BindError(address, failure);
   }
 }
 
-TcpListener::TcpListener(std::vector<int> fds, int port, Options options)
-    : fds_(std::move(fds)), port_(port), options_(options) {
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+TcpListener::TcpListener(std::vector<int> fds, int port, int wake_fd, Options options)
+    : fds_(std::move(fds)), port_(port), options_(options), wake_fd_(wake_fd) {
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // else reopened by the accept loop
 }
 
 TcpListener::~TcpListener() {
   Stop();
-  if (wake_fd_ >= 0) ::close(wake_fd_);
+  ::close(wake_fd_);
   if (reserve_fd_ >= 0) ::close(reserve_fd_);
 }
 

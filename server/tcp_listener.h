@@ -114,7 +114,7 @@ class TcpListener {
   Stats GetStats() const;
 
  private:
-  TcpListener(std::vector<int> fds, int port, Options options);
+  TcpListener(std::vector<int> fds, int port, int wake_fd, Options options);
 
   void AcceptLoop();
   // Accepts what `listener` has queued (up to a batch); false when the
@@ -136,7 +136,7 @@ class TcpListener {
   const int port_;
   const Options options_;
   Handler handler_;
-  int wake_fd_ = -1;     // eventfd: Stop() wakes the accept loop
+  const int wake_fd_;    // eventfd: Stop() wakes the accept loop
   int reserve_fd_ = -1;  // /dev/null, given up to accept (and reset) at the descriptor limit
   std::thread thread_;
   std::atomic<bool> stopping_{false};
