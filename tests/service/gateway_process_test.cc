@@ -90,10 +90,11 @@ std::shared_ptr<grpc::Channel> OwnChannel(const std::string& address) {
 
 grpc::Status CallOn(const std::shared_ptr<grpc::Channel>& channel, const std::string& openid,
                     const std::vector<std::pair<std::string, std::string>>& metadata = {},
-                    absl::Duration timeout = absl::Seconds(10)) {
+                    absl::Duration timeout = absl::Seconds(10), bool wait_for_ready = false) {
   auto stub = palmgate::v1::PalmAuthorization::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  ctx.set_wait_for_ready(wait_for_ready);
   for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
   palmgate::v1::GetAuthorizationRequest req;
   req.set_openid(openid);
@@ -427,13 +428,16 @@ TEST_F(GatewayProcessTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
   EXPECT_GE(closed_count, kIdle - kLimit) << "connections beyond the descriptor limit were not shed";
   for (int fd : idle) ::close(fd);
 
-  // Every new connection is served again.
+  // New connections are served again. gRPC releases the closed ones' descriptors as it reads their EOF:
+  // until then a new connection may still be shed, so the callers reconnect (wait for ready) within a deadline.
   constexpr int kCalls = 20;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::future<grpc::Status>> calls;
   for (int i = 0; i < kCalls; ++i) {
     channels.push_back(OwnChannel(gateway_->address()));
-    calls.push_back(std::async(std::launch::async, [channel = channels.back()] { return CallOn(channel, kOpenid); }));
+    calls.push_back(std::async(std::launch::async, [channel = channels.back()] {
+      return CallOn(channel, kOpenid, {}, absl::Seconds(20), /*wait_for_ready=*/true);
+    }));
   }
   int ok = 0;
   for (auto& call : calls) {
