@@ -12,6 +12,8 @@
 //   (server/wechatpay/request_target.h). Their table proves, from the
 //   sandbox's request log, that each reached only the palmservice endpoint,
 //   once, with its bytes intact, and that the answer is for exactly that value.
+// - Requests over the receive limit (plain, or inflating from gzip/deflate)
+//   are refused by the transport before the service parses them.
 // - Huge metadata, a thousand concurrent streams on one connection, the
 //   configured stream limit, and clients that cancel or drop their
 //   connection mid-call: the gateway answers what it should, releases every

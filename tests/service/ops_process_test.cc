@@ -1,7 +1,8 @@
 // The real `palmgate` binary as operators run it in a cluster: TLS and mTLS
 // on the gRPC port (refusing strangers, picking up a rotated certificate),
 // Prometheus metrics scraped from --metrics_listen, one JSON log object per
-// line with correlation ids, and the keepalive / connection-age settings.
+// line with correlation ids, the keepalive / connection-age settings, and the
+// handshake timeout on a TLS port.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
