@@ -2,18 +2,11 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <dirent.h>
-#include <linux/filter.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -25,30 +18,32 @@ int Millis(absl::Duration d) {
   return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), std::numeric_limits<int>::max()));
 }
 
-// The local port of socket `fd` when it is listening; -1 otherwise.
-int ListeningPort(int fd) {
-  int listening = 0;
-  socklen_t size = sizeof(listening);
-  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening == 0) return -1;
-  sockaddr_storage address{};
-  socklen_t address_size = sizeof(address);
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_size) != 0) return -1;
-  if (address.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
-  if (address.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
-  return -1;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string& address, grpc::Service* service,
                                                                GrpcServerOptions options) {
+  // Bound before the server is built: a port in use fails here, with nothing started.
+  TcpListener::Options listener_options;
+  listener_options.max_connections = options.max_connections;
+  absl::StatusOr<std::unique_ptr<TcpListener>> listener = TcpListener::Bind(address, listener_options);
+  if (!listener.ok()) {
+    return absl::Status(listener.status().code(), absl::StrCat("--listen: ", listener.status().message()));
+  }
   // Both are process-wide switches that must precede the builder.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(address, options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
-                           &port);
+  std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor =
+      builder.experimental().AddExternalConnectionAcceptor(
+          grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
+          options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials());
+  if (options.handshake_timeout > absl::ZeroDuration()) {
+    // chttp2_server.cc: the deadline of the handshakers (TLS) and then, on the
+    // transport, of the client's first SETTINGS frame (after its preface).
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, std::max(1, Millis(options.handshake_timeout)));
+  }
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, options.max_metadata_bytes);
   if (options.keepalive_time > absl::ZeroDuration()) {
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(options.keepalive_time));
   }
@@ -71,13 +66,29 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string&
   if (!options.interceptors.empty()) builder.experimental().SetInterceptorCreators(std::move(options.interceptors));
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--listen: cannot listen on ", address));
-  }
+  if (server == nullptr) return absl::InternalError(absl::StrCat("--listen: ", address, ": the gRPC server did not start"));
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
-  return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(server), port));
+
+  std::unique_ptr<GrpcServer> out(new GrpcServer());
+  out->server_ = std::move(server);
+  out->acceptor_ = std::move(acceptor);
+  out->listener_ = *std::move(listener);
+  out->port_ = out->listener_->port();
+  grpc::experimental::ExternalConnectionAcceptor* handoff = out->acceptor_.get();
+  out->listener_->Start([handoff](int listener_fd, int fd) {
+    grpc::experimental::ExternalConnectionAcceptor::NewConnectionParameters connection;
+    connection.listener_fd = listener_fd;
+    connection.fd = fd;  // gRPC owns it from here (and closes it, also when shut down)
+    handoff->HandleNewConnection(&connection);
+  });
+  return out;
+}
+
+GrpcServer::~GrpcServer() {
+  // The accept loop must not hand a connection to an acceptor being destroyed.
+  if (listener_ != nullptr) listener_->Stop();
 }
 
 void GrpcServer::SetNotServing() {
@@ -96,53 +107,10 @@ void GrpcServer::SetServing(bool serving) {
   health->SetServingStatus(serving);
 }
 
-int GrpcServer::StopListening() {
-  // gRPC owns its listeners (one per address family, SO_REUSEPORT clones)
-  // and has no call to stop them without shutting the server down, which
-  // would also refuse new calls on established connections. So, per
-  // listening socket of our port:
-  //  1. a socket filter that drops every packet: new SYNs go unanswered (the
-  //     client retransmits in 1 s, and is then refused), and nothing new
-  //     joins the accept queue;
-  //  2. wait until gRPC's acceptor has taken what was queued (for a listening
-  //     socket TCP_INFO's tcpi_unacked is the accept queue length): closing
-  //     the listener would reset those connections, and a client may already
-  //     have sent its request on one;
-  //  3. shutdown(2): the kernel refuses connections from then on; gRPC's
-  //     acceptor sees accept4() fail (it logs "Failed accept4" once), stops
-  //     watching the socket, and closes it itself in Shutdown().
-  std::vector<int> listeners;
-  if (DIR* fds = ::opendir("/proc/self/fd"); fds != nullptr) {
-    while (const dirent* entry = ::readdir(fds)) {
-      int fd = -1;
-      if (!absl::SimpleAtoi(entry->d_name, &fd) || fd == ::dirfd(fds)) continue;
-      if (ListeningPort(fd) == port_) listeners.push_back(fd);
-    }
-    ::closedir(fds);
-  }
-  sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
-  sock_fprog program{};
-  program.len = 1;
-  program.filter = drop_all;
-  for (int fd : listeners) ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program));
-  const absl::Time deadline = absl::Now() + absl::Seconds(2);
-  for (int fd : listeners) {
-    for (;;) {
-      tcp_info info{};
-      socklen_t size = sizeof(info);
-      if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0 || info.tcpi_unacked == 0) break;
-      if (absl::Now() > deadline) break;
-      absl::SleepFor(absl::Milliseconds(1));  // gRPC's acceptor runs on its own threads
-    }
-  }
-  int stopped = 0;
-  for (int fd : listeners) {
-    if (::shutdown(fd, SHUT_RD) == 0) ++stopped;
-  }
-  return stopped;
-}
+int GrpcServer::StopListening() { return listener_->Stop(); }
 
 void GrpcServer::Shutdown(absl::Duration grace) {
+  listener_->Stop();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
 }

@@ -8,6 +8,7 @@
 // (e.g. PALMGATE_MCHID); a command-line flag wins. Secrets are only ever read
 // from files. Prints "LISTENING host:port" on stdout once serving.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -39,7 +41,9 @@
 #include "server/service/palmgate_service.h"
 #include "server/wechatpay/rsa_signer.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC listen address (host:port or [IPv6]:port; 0.0.0.0 and [::] are IPv4 and IPv6; port 0 picks one; "
+          "a port in use: exit 2)");
 ABSL_FLAG(std::string, mchid, "", "merchant id (mchid) that signs requests");
 ABSL_FLAG(std::string, merchant_serial, "", "serial number of the merchant API certificate");
 ABSL_FLAG(std::string, merchant_private_key, "", "file: the merchant API private key (apiclient_key.pem)");
@@ -95,6 +99,14 @@ ABSL_FLAG(absl::Duration, max_connection_age, absl::Minutes(5),
 ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(30),
           "time RPCs on an aged connection get to finish; 0: unlimited");
 ABSL_FLAG(int, max_concurrent_streams, 1000, "concurrent RPCs per client connection");
+ABSL_FLAG(int, max_connections, 4096,
+          "client connections open at once; beyond it new connections are reset at once (0: no cap)");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "close a connection that has not sent its HTTP/2 preface and SETTINGS (TLS handshake included) in this time");
+ABSL_FLAG(int, max_request_bytes, palmgate::kDefaultMaxReceiveMessageBytes,
+          "larger request messages are refused with RESOURCE_EXHAUSTED (a valid request is under 300 bytes)");
+ABSL_FLAG(int, max_metadata_bytes, palmgate::kDefaultMaxMetadataBytes,
+          "larger request metadata (headers, counted as HTTP/2 does: name + value + 32 each) is refused with RESOURCE_EXHAUSTED");
 
 namespace palmgate {
 namespace {
@@ -106,7 +118,8 @@ constexpr const char* kEnvFlags[] = {
     "certificate_refresh_min_interval", "upstream_ca",
     "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay", "drain_refuse_connections",
     "shutdown_grace", "tls_cert", "tls_key", "tls_client_ca", "tls_reload_interval", "metrics_listen", "log_level",
-    "keepalive_time", "keepalive_timeout", "max_connection_age", "max_connection_age_grace", "max_concurrent_streams"};
+    "keepalive_time", "keepalive_timeout", "max_connection_age", "max_connection_age_grace", "max_concurrent_streams",
+    "max_connections", "handshake_timeout", "max_request_bytes", "max_metadata_bytes"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -122,6 +135,32 @@ bool ApplyEnvironment() {
     }
   }
   return true;
+}
+
+// RLIMIT_NOFILE before and after RaiseOpenFilesLimit().
+struct OpenFilesLimit {
+  int64_t soft_at_start = 0;
+  int64_t soft = 0;
+  int64_t hard = 0;
+};
+
+// Raises the soft limit of open descriptors to the hard one: every client
+// connection and every upstream connection is one, and the default soft limit
+// (1024 on many systems) is far below what the gateway is sized for.
+OpenFilesLimit RaiseOpenFilesLimit() {
+  OpenFilesLimit out;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return out;
+  auto value = [](rlim_t v) { return v == RLIM_INFINITY ? int64_t{-1} : static_cast<int64_t>(v); };
+  out.soft_at_start = value(limit.rlim_cur);
+  if (limit.rlim_cur != limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  out.soft = value(limit.rlim_cur);
+  out.hard = value(limit.rlim_max);
+  return out;
 }
 
 // Health and key-load state the metrics read on scrape.
@@ -167,6 +206,7 @@ ops::StatsSnapshot Snapshot(const GatewayCore& core, OpsState& state) {
 }
 
 int Run() {
+  const OpenFilesLimit open_files = RaiseOpenFilesLimit();
   LogLevel level;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
     std::cerr << "palmgate: --log_level: must be debug, info, warning or error" << std::endl;
@@ -184,14 +224,21 @@ int Run() {
     std::cerr << "palmgate: " << credentials.status().message() << std::endl;
     return 2;
   }
-  if (absl::GetFlag(FLAGS_max_concurrent_streams) < 1) {
-    std::cerr << "palmgate: --max_concurrent_streams: must be positive" << std::endl;
-    return 2;
+  for (const auto& [name, value, least] :
+       {std::tuple<const char*, int, int>{"max_concurrent_streams", absl::GetFlag(FLAGS_max_concurrent_streams), 1},
+        {"max_connections", absl::GetFlag(FLAGS_max_connections), 0},
+        {"max_request_bytes", absl::GetFlag(FLAGS_max_request_bytes), 1},
+        {"max_metadata_bytes", absl::GetFlag(FLAGS_max_metadata_bytes), 1024}}) {
+    if (value < least) {
+      std::cerr << "palmgate: --" << name << ": must be at least " << least << std::endl;
+      return 2;
+    }
   }
   for (const auto& [name, value] : {std::pair<const char*, absl::Duration>{"keepalive_time", absl::GetFlag(FLAGS_keepalive_time)},
                                     {"keepalive_timeout", absl::GetFlag(FLAGS_keepalive_timeout)},
                                     {"max_connection_age", absl::GetFlag(FLAGS_max_connection_age)},
-                                    {"max_connection_age_grace", absl::GetFlag(FLAGS_max_connection_age_grace)}}) {
+                                    {"max_connection_age_grace", absl::GetFlag(FLAGS_max_connection_age_grace)},
+                                    {"handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout)}}) {
     if (value < absl::ZeroDuration()) {
       std::cerr << "palmgate: --" << name << ": must not be negative" << std::endl;
       return 2;
@@ -256,6 +303,10 @@ int Run() {
   server_options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
   server_options.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
   server_options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  server_options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  server_options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  server_options.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
   if (metrics != nullptr) server_options.interceptors.push_back(ops::MakeRpcMetricsInterceptorFactory(metrics.get()));
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(absl::GetFlag(FLAGS_listen), &service, std::move(server_options));
@@ -291,7 +342,19 @@ int Run() {
           .Add("address", absl::StrCat(host, ":", port))
           .Add("transport_security", tls.cert.empty() ? "plaintext" : tls.client_ca.empty() ? "tls" : "mtls")
           .Add("upstream", config.upstream)
-          .Add("verification_keys", static_cast<int64_t>((*core)->keys->Current()->size())));
+          .Add("verification_keys", static_cast<int64_t>((*core)->keys->Current()->size()))
+          .Add("max_connections", absl::GetFlag(FLAGS_max_connections))
+          .Add("open_files_limit", open_files.soft)  // -1: unlimited
+          .Add("open_files_limit_hard", open_files.hard)
+          .Add("open_files_limit_at_start", open_files.soft_at_start));
+  // Client connections beyond the descriptor limit are shed one by one at
+  // accept (tcp_listener.h); a cap below it sheds them before upstream
+  // connections and key reloads run out of descriptors.
+  const int64_t needed = int64_t{absl::GetFlag(FLAGS_max_connections)} + config.upstream_max_connections + 64;
+  if (open_files.soft >= 0 && absl::GetFlag(FLAGS_max_connections) > 0 && needed > open_files.soft) {
+    Log(LogLevel::kWarning, "open files limit below --max_connections + --upstream_max_connections + 64",
+        LogFields().Add("open_files_limit", open_files.soft).Add("needed", needed));
+  }
 
   // Key files changed: reload as on SIGHUP (the signal loop below does the work).
   std::unique_ptr<FileWatcher> watcher;
@@ -336,7 +399,12 @@ int Run() {
   }
   absl::SleepFor(absl::GetFlag(FLAGS_drain_delay));  // still serving: balancers move traffic away
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
-  Log(LogLevel::kInfo, "server shut down");
+  const TcpListener::Stats connections = (*server)->ConnectionStats();
+  Log(LogLevel::kInfo, "server shut down",
+      LogFields()
+          .Add("connections_accepted", connections.accepted)
+          .Add("connections_shed_at_max_connections", connections.shed_at_cap)
+          .Add("connections_shed_at_open_files_limit", connections.shed_at_descriptor_limit));
   if ((*core)->certificates != nullptr) (*core)->certificates->Stop();  // no health update after this
   server->reset();
   if (metrics != nullptr) metrics->SetStatsSource({});  // a scrape must not read the core being destroyed

@@ -4,12 +4,15 @@
 // RPCs finish, exit 0).
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <future>
 #include <thread>
 #include <memory>
@@ -19,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
@@ -46,6 +50,61 @@ using ::testing::Not;
 
 constexpr char kOpenid[] = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
+// A raw TCP connection (no HTTP/2) to `address` ("127.0.0.1:port"); -errno on failure.
+int RawConnect(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) return -EINVAL;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr) != 1) return -EINVAL;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return -error;
+  }
+  return fd;
+}
+
+// True when the peer closed or reset `fd` within `timeout` (what it sent before, e.g. its HTTP/2 SETTINGS, is skipped).
+bool ClosedByPeer(int fd, absl::Duration timeout) {
+  const absl::Time until = absl::Now() + timeout;
+  for (;;) {
+    pollfd p = {fd, POLLIN, 0};
+    const int64_t left = std::max<int64_t>(0, absl::ToInt64Milliseconds(until - absl::Now()));
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+  }
+}
+
+// A channel with a connection of its own (not shared with other channels).
+std::shared_ptr<grpc::Channel> OwnChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+grpc::Status CallOn(const std::shared_ptr<grpc::Channel>& channel, const std::string& openid,
+                    const std::vector<std::pair<std::string, std::string>>& metadata = {},
+                    absl::Duration timeout = absl::Seconds(10), bool wait_for_ready = false) {
+  auto stub = palmgate::v1::PalmAuthorization::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  ctx.set_wait_for_ready(wait_for_ready);
+  for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
+  palmgate::v1::GetAuthorizationRequest req;
+  req.set_openid(openid);
+  req.set_organization_id("1004");
+  palmgate::v1::Authorization out;
+  return stub->GetAuthorization(&ctx, req, &out);
+}
+
 class GatewayProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -64,15 +123,21 @@ class GatewayProcessTest : public ::testing::Test {
     dir_ = *dir;
   }
 
-  // Starts the gateway configured by environment variables only.
-  void StartGateway(const std::vector<std::string>& flags = {}) {
+  // The environment that configures the gateway.
+  std::vector<std::string> Environment() {
     auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
-    ASSERT_THAT(merchant, IsOk());
+    EXPECT_THAT(merchant, IsOk());
+    if (!merchant.ok()) return {};
     std::vector<std::string> env = testing::GatewayEnvironmentFor(*sandbox_, *merchant);
     env.push_back("PALMGATE_MERCHANT_CERTIFICATE=" + sandbox_->keys_dir() + "/apiclient_cert.pem");
+    return env;
+  }
+
+  // Starts the gateway configured by environment variables only.
+  void StartGateway(const std::vector<std::string>& flags = {}, testing::OpenFilesLimit open_files = {}) {
     std::vector<std::string> args = {PALMGATE_GATEWAY_BINARY};
     args.insert(args.end(), flags.begin(), flags.end());
-    auto gateway = ListeningProcess::Start(args, absl::Seconds(30), log_path(), env);
+    auto gateway = ListeningProcess::Start(args, absl::Seconds(30), log_path(), Environment(), open_files);
     ASSERT_THAT(gateway, IsOk());
     gateway_ = *std::move(gateway);
     channel_ = grpc::CreateChannel(gateway_->address(), grpc::InsecureChannelCredentials());
@@ -408,6 +473,161 @@ TEST_F(GatewayProcessTest, MisconfigurationStopsStartUpWithOneLineNamingTheSetti
     EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 1) << *log;
     EXPECT_THAT(*log, HasSubstr(absl::StrCat("palmgate: ", c.flag, ":"))) << *log;
   }
+}
+
+// Finding 8: a second gateway on a port in use shared it (gRPC's SO_REUSEPORT) and took calls.
+TEST_F(GatewayProcessTest, SecondInstanceOnAPortInUseExitsTwoWithOneLine) {
+  StartGateway();
+  const std::string second_log = dir_ + "/second.log";
+  auto second = ListeningProcess::Start({PALMGATE_GATEWAY_BINARY, "--listen=" + gateway_->address()},
+                                        absl::Seconds(30), second_log, Environment());
+  ASSERT_FALSE(second.ok()) << "a second gateway listens on " << gateway_->address();
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("exit 2"));
+  EXPECT_THAT(ReadFile(second_log),
+              IsOkAndHolds(absl::StrCat("palmgate: --listen: ", gateway_->address(), " is already in use\n")));
+  palmgate::v1::Authorization a;
+  grpc::Status s = Call(kOpenid, &a);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+// Finding 7: at a limit of 256 descriptors, 300 idle connections made gRPC's
+// own acceptor give up its socket: 0 of 20 later connections were answered.
+TEST_F(GatewayProcessTest, KeepsAcceptingAfterRunningOutOfDescriptors) {
+  constexpr int kLimit = 256;
+  constexpr int kIdle = 300;
+  StartGateway({}, testing::OpenFilesLimit{128, kLimit});
+  // The soft limit was raised to the hard one, and both were logged.
+  auto started = ReadFile(log_path());
+  ASSERT_THAT(started, IsOk());
+  EXPECT_THAT(*started, HasSubstr(absl::StrCat(R"("open_files_limit":)", kLimit, R"(,"open_files_limit_hard":)",
+                                               kLimit, R"(,"open_files_limit_at_start":128)")));
+
+  std::vector<int> idle;
+  for (int i = 0; i < kIdle; ++i) {
+    const int fd = RawConnect(gateway_->address());
+    ASSERT_GE(fd, 0) << i << ": " << std::strerror(-fd);
+    idle.push_back(fd);
+  }
+  // More than it has descriptors for: the ones beyond are reset at accept (the reserved descriptor).
+  std::vector<bool> closed(kIdle, false);
+  int closed_count = 0;
+  const absl::Time until = absl::Now() + absl::Seconds(30);
+  while (closed_count < kIdle - kLimit && absl::Now() < until) {
+    for (int i = 0; i < kIdle; ++i) {
+      if (!closed[i] && ClosedByPeer(idle[i], absl::ZeroDuration())) {
+        closed[i] = true;
+        ++closed_count;
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(20));  // polling a condition with a deadline
+  }
+  EXPECT_GE(closed_count, kIdle - kLimit) << "connections beyond the descriptor limit were not shed";
+  for (int fd : idle) ::close(fd);
+
+  // New connections are served again. gRPC releases the closed ones' descriptors as it reads their EOF:
+  // until then a new connection may still be shed, so the callers reconnect (wait for ready) within a deadline.
+  constexpr int kCalls = 20;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    channels.push_back(OwnChannel(gateway_->address()));
+    calls.push_back(std::async(std::launch::async, [channel = channels.back()] {
+      return CallOn(channel, kOpenid, {}, absl::Seconds(20), /*wait_for_ready=*/true);
+    }));
+  }
+  int ok = 0;
+  for (auto& call : calls) {
+    grpc::Status s = call.get();
+    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+    ok += s.ok();
+  }
+  EXPECT_EQ(ok, kCalls);
+  channels.clear();
+  EXPECT_THAT(gateway_->Stop(), IsOkAndHolds(0));
+  auto log = ReadFile(log_path());
+  ASSERT_THAT(log, IsOk());
+  EXPECT_THAT(*log, HasSubstr(R"("message":"connections shed","at_max_connections":0,"at_open_files_limit":)"));
+  int64_t shed = -1;
+  for (absl::string_view line : absl::StrSplit(*log, '\n', absl::SkipEmpty())) {
+    nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+    if (j.is_object() && j.value("message", "") == "server shut down") {
+      shed = j.value("connections_shed_at_open_files_limit", int64_t{-1});
+    }
+  }
+  EXPECT_GE(shed, kIdle - kLimit);
+}
+
+// A connection that never sends its HTTP/2 preface and SETTINGS is closed at --handshake_timeout.
+TEST_F(GatewayProcessTest, HandshakeTimeoutClosesConnectionsThatSendNoHttp2Settings) {
+  StartGateway({"--handshake_timeout=1s"});
+  const absl::Time opened = absl::Now();
+  const int silent = RawConnect(gateway_->address());
+  const int preface_only = RawConnect(gateway_->address());
+  ASSERT_GE(silent, 0);
+  ASSERT_GE(preface_only, 0);
+  constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";  // no SETTINGS frame after it
+  ASSERT_EQ(::send(preface_only, kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof(kPreface) - 1));
+  EXPECT_TRUE(ClosedByPeer(silent, absl::Seconds(30)));
+  EXPECT_TRUE(ClosedByPeer(preface_only, absl::Seconds(30)));
+  EXPECT_GE(absl::Now() - opened, absl::Milliseconds(900));  // by the timeout, not at once
+  ::close(silent);
+  ::close(preface_only);
+  // A real client sends its SETTINGS at once and keeps its connection.
+  auto channel = OwnChannel(gateway_->address());
+  grpc::Status s = CallOn(channel, kOpenid);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST_F(GatewayProcessTest, ConnectionsBeyondTheCapAreResetUntilOneCloses) {
+  constexpr int kCap = 4;
+  StartGateway({absl::StrCat("--max_connections=", kCap), "--handshake_timeout=60s"});
+  std::vector<int> idle;
+  for (int i = 0; i < kCap; ++i) {
+    const int fd = RawConnect(gateway_->address());
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+  }
+  // Accepted after those four (the accept queue is FIFO): over the cap, reset.
+  grpc::Status refused = CallOn(OwnChannel(gateway_->address()), kOpenid);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  ::close(idle.front());
+  idle.erase(idle.begin());
+  // gRPC closes its side; the next connection gets the place (checked at most every 10 ms).
+  grpc::Status s;
+  const absl::Time until = absl::Now() + absl::Seconds(30);
+  do {
+    s = CallOn(OwnChannel(gateway_->address()), kOpenid);
+  } while (!s.ok() && absl::Now() < until);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  for (int fd : idle) ::close(fd);
+  auto log = ReadFile(log_path());
+  ASSERT_THAT(log, IsOk());
+  EXPECT_THAT(*log, HasSubstr(R"("message":"connections shed","at_max_connections":)"));
+}
+
+// Finding 9: a 1 MiB request was received and parsed (gRPC's default limit is 4 MiB).
+TEST_F(GatewayProcessTest, OversizedRequestsAndMetadataAreRefusedByTheTransport) {
+  StartGateway();
+  auto channel = OwnChannel(gateway_->address());
+  grpc::Status big = CallOn(channel, std::string(1 << 20, 'o'));
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();
+  grpc::Status over = CallOn(channel, std::string(5 * 1024, 'o'));  // over the 4 KiB default
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << over.error_message();
+  grpc::Status headers = CallOn(OwnChannel(gateway_->address()), kOpenid, {{"x-big", std::string(9 * 1024, 'm')}});
+  EXPECT_EQ(headers.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << headers.error_message();
+  grpc::Status valid = CallOn(channel, kOpenid);
+  EXPECT_TRUE(valid.ok()) << valid.error_message();
+  EXPECT_EQ(SandboxSaw(std::string(5 * 1024, 'o')), 0);
+}
+
+TEST_F(GatewayProcessTest, ReceiveLimitsFollowTheirFlags) {
+  StartGateway({"--max_request_bytes=16384", "--max_metadata_bytes=2048"});
+  auto channel = OwnChannel(gateway_->address());
+  // 5 KiB now passes the transport and meets validation (openid is at most 128 bytes).
+  EXPECT_EQ(CallOn(channel, std::string(5 * 1024, 'o')).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CallOn(channel, std::string(20 * 1024, 'o')).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  grpc::Status headers = CallOn(OwnChannel(gateway_->address()), kOpenid, {{"x-big", std::string(3 * 1024, 'm')}});
+  EXPECT_EQ(headers.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << headers.error_message();
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 //   (server/wechatpay/request_target.h). Their table proves, from the
 //   sandbox's request log, that each reached only the palmservice endpoint,
 //   once, with its bytes intact, and that the answer is for exactly that value.
+// - Requests over the receive limit (plain, or inflating from gzip/deflate)
+//   are refused by the transport before the service parses them.
 // - Huge metadata, a thousand concurrent streams on one connection, the
 //   configured stream limit, and clients that cancel or drop their
 //   connection mid-call: the gateway answers what it should, releases every
@@ -349,10 +351,9 @@ TEST_F(HostileCallersTest, BadRequestsAreRefusedBeforeAnythingIsSent) {
       // Too long.
       {"openid 129 bytes", std::string(129, 'o'), "1004", "INVALID_OPENID", {kOpenidField}},
       {"openid 129 bytes of CJK", cjk_129, "1004", "INVALID_OPENID", {kOpenidField}},
-      {"openid 1 MiB", std::string(1 << 20, 'o'), "1004", "INVALID_OPENID", {kOpenidField}},
+      {"openid 3 KiB", std::string(3 * 1024, 'o'), "1004", "INVALID_OPENID", {kOpenidField}},
       {"organization_id 65 bytes", kRealOpenid, std::string(65, '1'), "INVALID_ORGANIZATION_ID", {kOrgField}},
-      {"both 1 MiB", std::string(1 << 20, 'o'), std::string(1 << 20, '1'), "INVALID_OPENID",
-       {kOpenidField, kOrgField}},
+      {"both 1.5 KiB", std::string(1536, 'o'), std::string(1536, '1'), "INVALID_OPENID", {kOpenidField, kOrgField}},
       // NUL and other control characters.
       {"NUL inside openid", std::string("oUpF8\0uMu", 9), "1004", "INVALID_OPENID", {kOpenidField}},
       {"openid only NUL", std::string(1, '\0'), "1004", "INVALID_OPENID", {kOpenidField}},
@@ -456,6 +457,46 @@ TEST_F(HostileCallersTest, PathTricksStayOneEncodedSegmentAndReachOnlyThePalmEnd
     EXPECT_EQ(rec.value("openid", ""), row.openid) << row.name;
     EXPECT_EQ(rec.value("organization_id", ""), row.org) << row.name;
   }
+}
+
+// Requests above GrpcServerOptions::max_receive_message_bytes (4 KiB) are
+// refused by gRPC's transport before any of our code parses them; compressed
+// ones by their decompressed size.
+TEST_F(HostileCallersTest, OversizedRequestsAreRefusedByTheTransport) {
+  StartGateway();
+  const int64_t before = SandboxRequestsTotal();
+  struct Row {
+    const char* name;
+    std::string openid;
+    std::string org;
+    grpc_compression_algorithm compression;
+  };
+  const Row rows[] = {
+      {"openid 1 MiB", std::string(1 << 20, 'o'), "1004", GRPC_COMPRESS_NONE},
+      {"both 1 MiB", std::string(1 << 20, 'o'), std::string(1 << 20, '1'), GRPC_COMPRESS_NONE},
+      {"openid 5 KiB", std::string(5 * 1024, 'o'), "1004", GRPC_COMPRESS_NONE},
+      // A few KiB on the wire, 1 MiB once inflated.
+      {"openid 1 MiB gzip", std::string(1 << 20, 'o'), "1004", GRPC_COMPRESS_GZIP},
+      {"openid 1 MiB deflate", std::string(1 << 20, 'o'), "1004", GRPC_COMPRESS_DEFLATE},
+  };
+  for (const Row& row : rows) {
+    grpc::TemplatedGenericStub<WireRequest, Authorization> generic(NewChannel(server_->port()));
+    WireRequest req;
+    req.set_openid(row.openid);
+    req.set_organization_id(row.org);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    ctx.set_compression_algorithm(row.compression);
+    Authorization a;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&ctx, kMethod, grpc::StubOptions(), &req, &a,
+                      [&done](grpc::Status s) { done.set_value(std::move(s)); });
+    grpc::Status s = done.get_future().get();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << row.name << ": " << s.error_message();
+    EXPECT_TRUE(s.error_details().empty()) << row.name << ": answered by our service, not the transport";
+  }
+  EXPECT_EQ(SandboxRequestsTotal(), before);
+  ExpectHealthyAndServing();
 }
 
 TEST_F(HostileCallersTest, HugeMetadataIsRefusedAndTheGatewayKeepsServing) {

@@ -1,8 +1,18 @@
 // The real `palmgate` binary as operators run it in a cluster: TLS and mTLS
 // on the gRPC port (refusing strangers, picking up a rotated certificate),
 // Prometheus metrics scraped from --metrics_listen, one JSON log object per
-// line with correlation ids, and the keepalive / connection-age settings.
+// line with correlation ids, the keepalive / connection-age settings, and the
+// handshake timeout on a TLS port.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 
 #include <memory>
 #include <string>
@@ -13,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
@@ -41,6 +52,39 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr char kOpenid[] = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+
+// A raw TCP connection to `address` ("127.0.0.1:port"); -errno on failure.
+int RawConnect(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) return -EINVAL;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr) != 1) return -EINVAL;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return -error;
+  }
+  return fd;
+}
+
+// True when the peer closed or reset `fd` within `timeout` (bytes it sent first are skipped).
+bool ClosedByPeer(int fd, absl::Duration timeout) {
+  const absl::Time until = absl::Now() + timeout;
+  for (;;) {
+    pollfd p = {fd, POLLIN, 0};
+    const int64_t left = std::max<int64_t>(0, absl::ToInt64Milliseconds(until - absl::Now()));
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+  }
+}
 
 // A test CA and the certificates it issues (keys made at test time).
 class TestCa {
@@ -250,6 +294,40 @@ TEST_F(OpsProcessTest, TlsSettingsAreCheckedAtStartUp) {
   auto log = ReadFile(log_path());
   ASSERT_THAT(log, IsOk());
   EXPECT_THAT(*log, HasSubstr("--tls_key: does not belong to the certificate in --tls_cert"));
+}
+
+// With TLS, --handshake_timeout bounds the TLS handshake and then the client's
+// HTTP/2 preface and SETTINGS (gRPC's chttp2 server applies one deadline to both).
+TEST_F(OpsProcessTest, TlsConnectionsThatSendNoHttp2SettingsAreClosedAtTheHandshakeTimeout) {
+  auto ca = TestCa::Create("palmgate CA");
+  ASSERT_TRUE(ca);
+  auto [cert, key] = ca->Issue("palmgate");
+  Write("server.pem", cert);
+  Write("server.key", key);
+  StartGateway({"--tls_cert=" + Path("server.pem"), "--tls_key=" + Path("server.key"), "--handshake_timeout=1s"});
+  const std::string addr = gateway_->address();
+
+  const int silent = RawConnect(addr);  // never starts TLS
+  ASSERT_GE(silent, 0);
+  const int after_tls = RawConnect(addr);  // completes TLS, then sends nothing
+  ASSERT_GE(after_tls, 0);
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), &SSL_CTX_free);
+  ASSERT_NE(ctx, nullptr);
+  static constexpr unsigned char kAlpn[] = {2, 'h', '2'};
+  ASSERT_EQ(SSL_CTX_set_alpn_protos(ctx.get(), kAlpn, sizeof(kAlpn)), 0);
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), &SSL_free);
+  ASSERT_NE(ssl, nullptr);
+  SSL_set_fd(ssl.get(), after_tls);
+  ASSERT_EQ(SSL_connect(ssl.get()), 1) << "the TLS handshake with the gateway failed";
+
+  EXPECT_TRUE(ClosedByPeer(silent, absl::Seconds(30))) << "silent TCP connection still open";
+  EXPECT_TRUE(ClosedByPeer(after_tls, absl::Seconds(30))) << "TLS connection without HTTP/2 still open";
+  ::close(silent);
+  ssl.reset();
+  ::close(after_tls);
+  grpc::Status s = Call(Channel(addr, Tls(ca->pem())), kOpenid);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(gateway_->Stop(), IsOkAndHolds(0));
 }
 
 // The value of the sample `series` (name with labels, exactly as exposed), or -1.

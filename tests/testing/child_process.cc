@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,7 +25,7 @@ namespace {
 // fork/exec `args` with stdout to `stdout_fd` (or inherited when -1), stderr to
 // `stderr_fd` (or inherited when -1).
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, int stdout_fd, int stderr_fd,
-                            const std::vector<std::string>& extra_env = {}) {
+                            const std::vector<std::string>& extra_env = {}, OpenFilesLimit open_files = {}) {
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -41,6 +42,10 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, int stdout_fd,
     if (::getppid() != parent) ::_exit(126);
     if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
     if (stderr_fd >= 0) ::dup2(stderr_fd, STDERR_FILENO);
+    if (open_files.hard > 0) {
+      const rlimit limit{static_cast<rlim_t>(open_files.soft), static_cast<rlim_t>(open_files.hard)};
+      if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(125);
+    }
     ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
@@ -103,7 +108,8 @@ absl::StatusOr<int> RunCommand(const std::vector<std::string>& args) {
 absl::StatusOr<std::unique_ptr<ListeningProcess>> ListeningProcess::Start(const std::vector<std::string>& args,
                                                                           absl::Duration timeout,
                                                                           const std::string& stderr_path,
-                                                                          const std::vector<std::string>& extra_env) {
+                                                                          const std::vector<std::string>& extra_env,
+                                                                          OpenFilesLimit open_files) {
   std::unique_ptr<ListeningProcess> p(new ListeningProcess());
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
@@ -133,7 +139,7 @@ absl::StatusOr<std::unique_ptr<ListeningProcess>> ListeningProcess::Start(const 
       copy_file = -1;
     }
   }
-  absl::StatusOr<pid_t> pid = Spawn(args, fds[1], child_err_fd, extra_env);
+  absl::StatusOr<pid_t> pid = Spawn(args, fds[1], child_err_fd, extra_env, open_files);
   ::close(fds[1]);
   if (copy_fds[1] >= 0) ::close(copy_fds[1]);
   if (copy_fds[0] >= 0) {

@@ -16,6 +16,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+
 #include <memory>
 #include <string>
 #include <thread>
@@ -32,18 +34,26 @@ absl::StatusOr<int> RunCommand(const std::vector<std::string>& args);
 // Creates a fresh directory under $TEST_TMPDIR or /tmp.
 absl::StatusOr<std::string> MakeTempDir(const std::string& prefix);
 
+// RLIMIT_NOFILE set in the child before exec; 0: inherited.
+struct OpenFilesLimit {
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+};
+
 class ListeningProcess {
  public:
   // Starts `args` and returns once it printed `LISTENING <address>`. `stderr_path`,
   // when not empty, receives the child's stderr (else it goes to this process's
   // stderr); either way a copy goes to NewTestLogPath(args[0]) when collection is on.
-  // `extra_env` ("NAME=value") is added to the inherited environment.
+  // `extra_env` ("NAME=value") is added to the inherited environment;
+  // `open_files`, when set, is the child's descriptor limit.
   // kDeadlineExceeded when no handshake came within `timeout`; kInternal when
   // the child exited first (with its exit code in the message).
   static absl::StatusOr<std::unique_ptr<ListeningProcess>> Start(const std::vector<std::string>& args,
                                                                  absl::Duration timeout,
                                                                  const std::string& stderr_path = "",
-                                                                 const std::vector<std::string>& extra_env = {});
+                                                                 const std::vector<std::string>& extra_env = {},
+                                                                 OpenFilesLimit open_files = {});
   ~ListeningProcess();
   ListeningProcess(const ListeningProcess&) = delete;
   ListeningProcess& operator=(const ListeningProcess&) = delete;
