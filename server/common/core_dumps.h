@@ -8,7 +8,8 @@
 // It sets RLIMIT_CORE to 0 (soft and hard: the process cannot raise it again)
 // and PR_SET_DUMPABLE to 0. The latter also stops the kernel from writing a
 // core through a core_pattern pipe (systemd-coredump, apport), which ignores
-// RLIMIT_CORE, and makes /proc/PID/{mem,environ,maps,fd} and ptrace
+// RLIMIT_CORE (unless the host sets fs.suid_dumpable=2, which dumps such
+// processes for root only), and makes /proc/PID/{mem,environ,maps,fd} and ptrace
 // available to root (CAP_SYS_PTRACE) only: the files in /proc/PID are then
 // owned by root.
 // Both are inherited across fork and reset by execve (palmgate execs nothing).

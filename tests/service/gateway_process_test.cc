@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <thread>
 #include <memory>
@@ -18,6 +20,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -391,11 +394,43 @@ class CoreDumpTest : public GatewayProcessTest {
     args.insert(args.end(), flags.begin(), flags.end());
     auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
     ASSERT_THAT(merchant, IsOk());
-    auto gateway =
-        ListeningProcess::Start(args, absl::Seconds(30), log_path(), testing::GatewayEnvironmentFor(*sandbox_, *merchant));
+    std::vector<std::string> env = testing::GatewayEnvironmentFor(*sandbox_, *merchant);
+    if (uid_ != ::geteuid()) RedirectSanitizerLogs(env);
+    auto gateway = ListeningProcess::Start(args, absl::Seconds(30), log_path(), env);
     ASSERT_THAT(gateway, IsOk());
     gateway_ = *std::move(gateway);
     channel_ = grpc::CreateChannel(gateway_->address(), grpc::InsecureChannelCredentials());
+  }
+
+  // Sanitizer builds (scripts/test --asan) send reports to a root-owned
+  // directory that nobody cannot write: such a gateway's reports go to a
+  // directory of its own instead, which TearDown checks is empty.
+  void RedirectSanitizerLogs(std::vector<std::string>& env) {
+    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
+      const char* value = std::getenv(name);
+      if (value == nullptr || !absl::StrContains(value, "log_path=")) continue;
+      sanitizer_logs_ = dir_ + "/sanitizer-logs";
+      ::mkdir(sanitizer_logs_.c_str(), 0700);
+      ASSERT_EQ(::chown(sanitizer_logs_.c_str(), uid_, uid_), 0);
+      std::vector<std::string> options = absl::StrSplit(value, ':');
+      for (std::string& option : options) {
+        if (absl::StartsWith(option, "log_path=")) option = "log_path=" + sanitizer_logs_ + "/" + name;
+      }
+      env.push_back(absl::StrCat(name, "=", absl::StrJoin(options, ":")));
+    }
+  }
+
+  void TearDown() override {
+    if (gateway_ != nullptr) {
+      EXPECT_THAT(gateway_->Stop(), IsOk());
+    }
+    gateway_.reset();
+    if (sanitizer_logs_.empty()) return;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(sanitizer_logs_, ec)) {
+      ADD_FAILURE() << "sanitizer report from the gateway: " << entry.path() << "\n"
+                    << ReadFile(entry.path().string()).value_or("");
+    }
   }
 
   // The owner of /proc/PID/status: the process's user, or root when it is not
@@ -420,6 +455,7 @@ class CoreDumpTest : public GatewayProcessTest {
   }
 
   uid_t uid_ = 0;
+  std::string sanitizer_logs_;
 };
 
 TEST_F(CoreDumpTest, CoreDumpsAreOffByDefault) {
