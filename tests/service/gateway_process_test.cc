@@ -371,23 +371,29 @@ class CoreDumpTest : public GatewayProcessTest {
     if (uid_ == 0) {
       if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/setpriv to drop root";
       uid_ = 65534;
-      const std::string files = dir_ + "/nobody";
-      ASSERT_EQ(::chmod(dir_.c_str(), 0711), 0);
-      ASSERT_EQ(::mkdir(files.c_str(), 0700), 0);
-      ASSERT_EQ(::chown(files.c_str(), uid_, uid_), 0);
+      // In /tmp (the build tree and $TEST_TMPDIR may sit below a directory
+      // nobody cannot enter), with its own copy of the binary for the same reason.
+      std::string pattern = "/tmp/palmgate-nobody-XXXXXX";
+      ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+      files_ = pattern;
+      ASSERT_EQ(::chown(files_.c_str(), uid_, uid_), 0);
+      const std::string binary = files_ + "/palmgate";
+      std::error_code ec;
+      ASSERT_TRUE(std::filesystem::copy_file(PALMGATE_GATEWAY_BINARY, binary, ec)) << ec.message();
+      ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
       for (const char* f : {"apiclient_key.pem", "apiclient_cert.pem", "pub_key.pem", "platform_cert.pem",
                             "ca_cert.pem"}) {
         auto contents = ReadFile(sandbox_->keys_dir() + "/" + f);
         ASSERT_THAT(contents, IsOk());
-        const std::string path = files + "/" + f;
+        const std::string path = files_ + "/" + f;
         ASSERT_THAT(WriteFile(path, *contents, 0600), IsOk());
         ASSERT_EQ(::chown(path.c_str(), uid_, uid_), 0);
       }
-      args = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PALMGATE_GATEWAY_BINARY,
-              "--merchant_private_key=" + files + "/apiclient_key.pem",
-              "--merchant_certificate=" + files + "/apiclient_cert.pem",
-              "--wechatpay_public_key=" + files + "/pub_key.pem",
-              "--platform_certificates=" + files + "/platform_cert.pem", "--upstream_ca=" + files + "/ca_cert.pem"};
+      args = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binary,
+              "--merchant_private_key=" + files_ + "/apiclient_key.pem",
+              "--merchant_certificate=" + files_ + "/apiclient_cert.pem",
+              "--wechatpay_public_key=" + files_ + "/pub_key.pem",
+              "--platform_certificates=" + files_ + "/platform_cert.pem", "--upstream_ca=" + files_ + "/ca_cert.pem"};
     } else {
       args = {PALMGATE_GATEWAY_BINARY};
     }
@@ -409,7 +415,7 @@ class CoreDumpTest : public GatewayProcessTest {
     for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
       const char* value = std::getenv(name);
       if (value == nullptr || !absl::StrContains(value, "log_path=")) continue;
-      sanitizer_logs_ = dir_ + "/sanitizer-logs";
+      sanitizer_logs_ = files_ + "/sanitizer-logs";
       ::mkdir(sanitizer_logs_.c_str(), 0700);
       ASSERT_EQ(::chown(sanitizer_logs_.c_str(), uid_, uid_), 0);
       std::vector<std::string> options = absl::StrSplit(value, ':');
@@ -425,12 +431,14 @@ class CoreDumpTest : public GatewayProcessTest {
       EXPECT_THAT(gateway_->Stop(), IsOk());
     }
     gateway_.reset();
-    if (sanitizer_logs_.empty()) return;
     std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(sanitizer_logs_, ec)) {
-      ADD_FAILURE() << "sanitizer report from the gateway: " << entry.path() << "\n"
-                    << ReadFile(entry.path().string()).value_or("");
+    if (!sanitizer_logs_.empty()) {
+      for (const auto& entry : std::filesystem::directory_iterator(sanitizer_logs_, ec)) {
+        ADD_FAILURE() << "sanitizer report from the gateway: " << entry.path() << "\n"
+                      << ReadFile(entry.path().string()).value_or("");
+      }
     }
+    if (!files_.empty()) std::filesystem::remove_all(files_, ec);
   }
 
   // The owner of /proc/PID/status: the process's user, or root when it is not
@@ -455,6 +463,7 @@ class CoreDumpTest : public GatewayProcessTest {
   }
 
   uid_t uid_ = 0;
+  std::string files_;  // the gateway's files when it runs as nobody
   std::string sanitizer_logs_;
 };
 
