@@ -63,12 +63,14 @@ absl::Status CheckUpstreamUrl(absl::string_view flag, absl::string_view url, boo
   } else {
     const size_t colon = host.find(':');
     if (colon != absl::string_view::npos) {
-      if (!absl::c_all_of(host.substr(colon + 1), absl::ascii_isdigit)) return Setting(flag, "must be scheme://host[:port][/path]");
+      if (!absl::c_all_of(host.substr(colon + 1), absl::ascii_isdigit)) {
+        return Setting(flag, "must be scheme://host[:port][/path]");
+      }
       host = host.substr(0, colon);
     }
     for (char c : host) {
       if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') {
-        return Setting(flag, "must be scheme://host[:port][/path] (letters, digits, '.', '-' in the host)");
+        return Setting(flag, "must be scheme://host[:port][/path] (letters, digits, '.', '-', '_' in the host)");
       }
     }
   }
