@@ -155,7 +155,10 @@ SandboxResponse Handler::Handle(const SandboxRequest& request) {
   SplitTarget split = SplitRequestTarget(request.target);
   SandboxResponse response;
   const bool admin = absl::StartsWith(split.path, "/_sandbox/");
-  if (admin) {
+  if (admin && !request.from_loopback && !options_.admin_from_any) {
+    response = ErrorResponse(403, "FORBIDDEN",
+                             "sandbox admin endpoints answer loopback clients only (serve --admin_from_any)");
+  } else if (admin) {
     response = HandleAdmin(request, split.path, ctx);
   } else {
     response = HandleApi(request, ctx);

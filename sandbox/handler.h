@@ -10,6 +10,8 @@
 //   GET  /_sandbox/stats, GET /_sandbox/requests, POST /_sandbox/reset
 //   GET  /_sandbox/certificates, POST /_sandbox/certificates/{add,activate,retire}
 //        (platform certificate rotation, see sandbox/README.md)
+// /_sandbox/* answers loopback peers only (403 FORBIDDEN to others) unless
+// HandlerOptions::admin_from_any.
 // Checks for /v3 endpoints, in order: Accept and User-Agent present (400
 // INVALID_REQUEST); Authorization signature (401 SIGN_ERROR); request
 // Wechatpay-Serial (400 INVALID_REQUEST); fault spec (400
@@ -69,6 +71,10 @@ struct SandboxRequest {
   std::string target;  // raw request-target
   std::vector<HttpHeader> headers;
   std::string body;
+  // The peer's address is loopback (127.0.0.0/8, ::1, ::ffff:127.x; see
+  // server/common/net_util.h). Admin endpoints answer only such peers unless
+  // HandlerOptions::admin_from_any.
+  bool from_loopback = false;
 };
 
 struct SandboxResponse {
@@ -91,6 +97,9 @@ struct HandlerOptions {
   int64_t latency_ms = 0;
   absl::Duration signature_cache_ttl = absl::ZeroDuration();
   int64_t timestamp_window_s = 300;
+  // Answer /_sandbox/* (log, reset, certificate rotation) from any peer; by
+  // default a peer that is not loopback gets 403 FORBIDDEN there.
+  bool admin_from_any = false;
 };
 
 class Handler {

@@ -10,7 +10,11 @@
 //   apiv3_key.txt tls_cert.pem tls_key.pem sandbox.json
 //
 // sandbox.json: {"mchid","merchant_serial","platform_serial","public_key_id"}.
-// Private keys (and the APIv3 key) are written with mode 0600.
+// Private keys (and the APIv3 key) are written with mode 0600, each through a
+// fresh temporary file (WriteFile: O_EXCL, no symlink followed) renamed into
+// place. The CA carries critical name constraints (DNS localhost, IP
+// 127.0.0.1 and ::1): a certificate minted with ca_key.pem for any other name
+// does not verify, so trusting ca_cert.pem trusts nothing beyond the sandbox.
 //
 // Thread safety: free functions without shared state.
 #ifndef PALMGATE_SANDBOX_KEYGEN_H_

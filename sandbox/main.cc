@@ -6,10 +6,11 @@
 //   palmgate-sandbox serve --keys DIR [--listen 127.0.0.1:0] [--tls] [--seed FILE]
 //       [--faults [--fault_rate P] [--fault_kinds SPEC,...]] [--threads N] [--signature_cache_ms N] [--latency_ms N]
 //       [--idle_timeout_ms 8000] [--public_key_only] [--clock_offset_s N]
-//       [--max_body_log N] [--access_log=false]
+//       [--max_body_log N] [--access_log=false] [--admin_from_any]
 //
-// `serve` prints exactly one line "LISTENING http://127.0.0.1:PORT" (or
-// https://) on stdout once bound, then logs only to stderr; it exits 0 on
+// `serve` prints exactly one line "LISTENING http://HOST:PORT" (or https://)
+// on stdout once bound, HOST being the address really bound (0.0.0.0 when
+// listening on every interface), then logs only to stderr; it exits 0 on
 // SIGTERM/SIGINT.
 #include <cstdio>
 #include <string>
@@ -51,6 +52,9 @@ ABSL_FLAG(bool, public_key_only, false,
 ABSL_FLAG(int64_t, clock_offset_s, 0, "serve: shift the sandbox clock by this many seconds");
 ABSL_FLAG(int64_t, max_body_log, 0, "serve: log up to this many bytes of each response body");
 ABSL_FLAG(bool, access_log, true, "serve: log one line per API request on stderr");
+ABSL_FLAG(bool, admin_from_any, false,
+          "serve: answer the /_sandbox/* admin endpoints (log, reset, certificate rotation) from any client, not "
+          "only from loopback addresses");
 
 namespace palmgate::sandbox {
 namespace {
@@ -100,6 +104,7 @@ int Serve() {
   handler_options.public_key_only = absl::GetFlag(FLAGS_public_key_only);
   handler_options.latency_ms = latency;
   handler_options.signature_cache_ttl = absl::Milliseconds(cache_ms);
+  handler_options.admin_from_any = absl::GetFlag(FLAGS_admin_from_any);
   ServerOptions server_options;
   server_options.listen = absl::GetFlag(FLAGS_listen);
   server_options.tls = absl::GetFlag(FLAGS_tls);

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/common/net_util.h"
 
 namespace palmgate::sandbox {
 namespace {
@@ -66,6 +67,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
 
   void Begin() {
+    beast::error_code peer_ec;
+    const tcp::endpoint peer = Lowest().socket().remote_endpoint(peer_ec);
+    from_loopback_ = !peer_ec && IsLoopbackIpLiteral(peer.address().to_string());
     if constexpr (kTls) {
       Lowest().expires_after(kHandshakeTimeout);
       stream_.async_handshake(ssl::stream_base::server,
@@ -107,6 +111,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       request.headers.push_back({std::string(field.name_string()), std::string(field.value())});
     }
     request.body = req.body();
+    request.from_loopback = from_loopback_;
     keep_alive_ = req.keep_alive();
     version_ = req.version();
     const absl::Time start = absl::Now();
@@ -202,6 +207,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::shared_ptr<http::response<http::string_body>> response_;
   bool keep_alive_ = true;
   unsigned version_ = 11;
+  bool from_loopback_ = false;  // the peer's address, read once at accept
 };
 
 absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
@@ -250,10 +256,13 @@ class Server::Impl {
     if (!ec) acceptor_.bind(*endpoint, ec);
     if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
     if (ec) return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen, ": ", ec.message()));
-    port_ = acceptor_.local_endpoint(ec).port();
-    host_ = endpoint->address().is_v6() ? absl::StrCat("[", endpoint->address().to_string(), "]")
-                                        : endpoint->address().to_string();
-    if (endpoint->address().is_unspecified()) host_ = endpoint->address().is_v6() ? "[::1]" : "127.0.0.1";
+    // The address really bound, as the kernel reports it: 0.0.0.0 or [::]
+    // when that is what --listen asked for (every interface), never a
+    // reassuring 127.0.0.1 in its place.
+    const tcp::endpoint bound = acceptor_.local_endpoint(ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("cannot read the address bound for ", o.listen, ": ", ec.message()));
+    port_ = bound.port();
+    host_ = bound.address().is_v6() ? absl::StrCat("[", bound.address().to_string(), "]") : bound.address().to_string();
     return absl::OkStatus();
   }
 

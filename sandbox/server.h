@@ -51,7 +51,9 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   int port() const;
-  // "http://127.0.0.1:PORT" or "https://…".
+  // "http://HOST:PORT" or "https://…" with the address really bound:
+  // "http://127.0.0.1:PORT", "http://[::1]:PORT", and "http://0.0.0.0:PORT"
+  // or "http://[::]:PORT" when listening on every interface.
   std::string base_url() const;
 
   // Serves on options.threads threads (the caller's included) until a signal

@@ -1,10 +1,14 @@
 #include "server/gateway.h"
 
+#include <cstdlib>
+
+#include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/file_util.h"
 #include "server/common/logging.h"
+#include "server/common/net_util.h"
 #include "server/common/status_macros.h"
 #include "server/crypto/rsa.h"
 #include "server/crypto/secret.h"
@@ -27,6 +31,92 @@ absl::StatusOr<std::string> ReadSetting(absl::string_view flag, const std::strin
   absl::StatusOr<std::string> contents = ReadFile(path);
   if (!contents.ok()) return Wrap(flag, contents.status());
   return contents;
+}
+
+// The authority of "scheme://authority/path?query" (of "authority/path" when
+// there is no scheme, as libcurl reads a proxy given without one).
+absl::string_view Authority(absl::string_view url) {
+  const size_t scheme_end = url.find("://");
+  if (scheme_end != absl::string_view::npos) url.remove_prefix(scheme_end + 3);
+  return url.substr(0, url.find_first_of("/?#"));
+}
+
+// Checks an upstream base URL (`flag`: upstream or upstream_backup): http:// or
+// https://, no trailing '/', no credentials, a plain host[:port] authority, and
+// http:// only for a loopback host unless `allow_insecure`. Hosts are judged by
+// their literal (net_util.h): a name that resolves to 127.0.0.1 is not loopback.
+absl::Status CheckUpstreamUrl(absl::string_view flag, absl::string_view url, bool allow_insecure) {
+  const bool https = absl::StartsWith(url, "https://");
+  if (!https && !absl::StartsWith(url, "http://")) return Setting(flag, "must be an http:// or https:// URL");
+  if (absl::EndsWith(url, "/")) return Setting(flag, "must not end with '/'");
+  const absl::string_view authority = Authority(url);
+  if (authority.find('@') != absl::string_view::npos) return Setting(flag, "must not hold credentials (user@)");
+  absl::string_view host = authority;
+  if (absl::StartsWith(host, "[")) {
+    const size_t close = host.find(']');
+    if (close == absl::string_view::npos) return Setting(flag, "has an unclosed '[' in its host");
+    const absl::string_view rest = host.substr(close + 1);
+    if (!rest.empty() && (rest.front() != ':' || !absl::c_all_of(rest.substr(1), absl::ascii_isdigit))) {
+      return Setting(flag, "must be scheme://host[:port][/path]");
+    }
+    host = host.substr(0, close + 1);
+  } else {
+    const size_t colon = host.find(':');
+    if (colon != absl::string_view::npos) {
+      if (!absl::c_all_of(host.substr(colon + 1), absl::ascii_isdigit)) {
+        return Setting(flag, "must be scheme://host[:port][/path]");
+      }
+      host = host.substr(0, colon);
+    }
+    for (char c : host) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') {
+        return Setting(flag, "must be scheme://host[:port][/path] (letters, digits, '.', '-', '_' in the host)");
+      }
+    }
+  }
+  if (host.empty()) return Setting(flag, "has no host");
+  if (!https && !allow_insecure && !IsLoopbackHost(host)) {
+    return Setting(flag, absl::StrCat("plain http:// is allowed only to a loopback host (127.0.0.0/8, [::1], "
+                                      "localhost), not \"", host, "\": use https://, or pass "
+                                      "--allow_insecure_upstream"));
+  }
+  return absl::OkStatus();
+}
+
+// Refuses a proxy URL that holds credentials. `where` names the setting (a
+// flag or an environment variable); the URL itself is never repeated.
+absl::Status CheckProxyUrl(absl::string_view where, absl::string_view url) {
+  if (Authority(url).find('@') == absl::string_view::npos) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": a proxy URL must not hold credentials (they would be readable by other local users "
+                          "in /proc/PID/cmdline or the environment); put \"user:password\" in "
+                          "--proxy_credentials_file"));
+}
+
+// The variables libcurl takes a proxy from when --proxy is empty.
+constexpr const char* kProxyEnvironment[] = {"http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"};
+
+// Reads --proxy_credentials_file: one line "user:password". Errors never
+// repeat the file's contents.
+absl::Status LoadProxyCredentials(const std::string& path, wechatpay::CurlTransport::Options& options) {
+  absl::StatusOr<crypto::SecretString> contents = crypto::ReadSecretFile(path, /*max_bytes=*/4096);
+  if (!contents.ok()) return Wrap("proxy_credentials_file", contents.status());
+  absl::string_view line = contents->view();
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+  for (char c : line) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return Setting("proxy_credentials_file", absl::StrCat("\"", path, "\" must hold one line \"user:password\" "
+                                                            "(found a control character or a second line)"));
+    }
+  }
+  const size_t colon = line.find(':');
+  if (colon == absl::string_view::npos || colon == 0) {
+    return Setting("proxy_credentials_file",
+                   absl::StrCat("\"", path, "\" must hold one line \"user:password\" (user not empty)"));
+  }
+  options.proxy_username = crypto::SecretString(std::string(line.substr(0, colon)));
+  options.proxy_password = crypto::SecretString(std::string(line.substr(colon + 1)));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -139,16 +229,26 @@ absl::Status ReloadKeys(const GatewayConfig& config, GatewayCore& core, const Cl
 }
 
 absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& config, const Clock& clock) {
-  if (!absl::StartsWith(config.upstream, "https://") && !absl::StartsWith(config.upstream, "http://")) {
-    return Setting("upstream", "must be an http:// or https:// URL");
-  }
-  if (absl::EndsWith(config.upstream, "/")) return Setting("upstream", "must not end with '/'");
+  PALMGATE_RETURN_IF_ERROR(CheckUpstreamUrl("upstream", config.upstream, config.allow_insecure_upstream));
   std::string backup = config.upstream_backup;
   if (backup == "auto") backup = config.upstream == wechatpay::kProductionBaseUrl ? std::string(wechatpay::kBackupBaseUrl) : "";
   if (backup == "none") backup.clear();
-  if (!backup.empty() && ((!absl::StartsWith(backup, "https://") && !absl::StartsWith(backup, "http://")) ||
-                          absl::EndsWith(backup, "/"))) {
-    return Setting("upstream_backup", "must be an http:// or https:// URL without a trailing '/', \"auto\" or \"none\"");
+  if (!backup.empty()) {
+    absl::Status s = CheckUpstreamUrl("upstream_backup", backup, config.allow_insecure_upstream);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(s.message(), " (or \"auto\", \"none\")"));
+  }
+  if (config.allow_insecure_upstream &&
+      (!absl::StartsWith(config.upstream, "https://") || (!backup.empty() && !absl::StartsWith(backup, "https://")))) {
+    Log(LogLevel::kWarning, "--allow_insecure_upstream: upstream over plain http://; requests and answers (openids "
+                            "included) cross the network unencrypted");
+  }
+  if (!config.proxy.empty()) {
+    PALMGATE_RETURN_IF_ERROR(CheckProxyUrl("--proxy", config.proxy));
+  } else {
+    for (const char* name : kProxyEnvironment) {
+      const char* value = std::getenv(name);
+      if (value != nullptr) PALMGATE_RETURN_IF_ERROR(CheckProxyUrl(name, value));
+    }
   }
   if (config.upstream_attempts < 1 || config.upstream_attempts > 10) {
     return Setting("upstream_attempts", "must be between 1 and 10");
@@ -169,6 +269,9 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   wechatpay::CurlTransport::Options topts;
   topts.ca_file = config.upstream_ca;
   topts.proxy = config.proxy;
+  if (!config.proxy_credentials_file.empty()) {
+    PALMGATE_RETURN_IF_ERROR(LoadProxyCredentials(config.proxy_credentials_file, topts));
+  }
   topts.max_idle_connection_age = config.upstream_max_idle;
   topts.max_connections = config.upstream_max_connections;
   auto transport = wechatpay::CurlTransport::Create(topts);

@@ -32,7 +32,11 @@ struct GatewayConfig {
   std::string wechatpay_public_key;   // PEM file (SPKI)
   std::string wechatpay_public_key_id;
   std::vector<std::string> platform_certificates;  // PEM files
+  // https://, or http:// for a loopback host only (127.0.0.0/8, [::1], localhost: net_util.h)
+  // unless allow_insecure_upstream. The same rule holds for upstream_backup.
   std::string upstream = std::string(wechatpay::kProductionBaseUrl);
+  // Allows http:// to any host (requests and answers, openids included, then cross the network in clear text).
+  bool allow_insecure_upstream = false;
   // "auto": WeChat Pay's backup host when `upstream` is the production host, else none;
   // "" or "none": no failover.
   std::string upstream_backup = "auto";
@@ -41,7 +45,15 @@ struct GatewayConfig {
   absl::Duration upstream_max_idle = absl::Seconds(7);             // below WeChat Pay's 8 s keep-alive
   int upstream_max_connections = 512;                               // open at once; 0: no limit
   std::string upstream_ca;            // PEM bundle; empty: system CAs
-  std::string proxy;                  // empty: HTTPS_PROXY/NO_PROXY from the environment
+  // Proxy URL; empty: HTTPS_PROXY/NO_PROXY from the environment. A URL holding
+  // credentials ("user:password@") is refused, here and in the environment's
+  // proxy variables: the command line is readable by every local user
+  // (/proc/PID/cmdline). They go in proxy_credentials_file.
+  std::string proxy;
+  // Optional file: one line "user:password" (the first ':' splits; a trailing
+  // newline is ignored), the proxy's Basic credentials. Read like the key files
+  // (regular file, kept in wiped memory), at start only.
+  std::string proxy_credentials_file;
   absl::Duration upstream_timeout = absl::Seconds(10);
   absl::Duration clock_skew = absl::Seconds(300);
   // Identical concurrent queries (same openid and organization_id) share one upstream call.

@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/common/core_dumps.h"
 #include "server/common/logging.h"
 #include "server/file_watcher.h"
 #include "server/gateway.h"
@@ -51,7 +52,12 @@ ABSL_FLAG(std::string, merchant_certificate, "", "file (optional): the merchant 
 ABSL_FLAG(std::string, wechatpay_public_key, "", "file: the WeChat Pay public key (SPKI PEM)");
 ABSL_FLAG(std::string, wechatpay_public_key_id, "", "id of the WeChat Pay public key (PUB_KEY_ID_…)");
 ABSL_FLAG(std::vector<std::string>, platform_certificates, {}, "files: WeChat Pay platform certificates (comma-separated)");
-ABSL_FLAG(std::string, upstream, "https://api.mch.weixin.qq.com", "WeChat Pay API base URL");
+ABSL_FLAG(std::string, upstream, "https://api.mch.weixin.qq.com",
+          "WeChat Pay API base URL (https://; http:// only to 127.0.0.0/8, [::1] or localhost, unless "
+          "--allow_insecure_upstream)");
+ABSL_FLAG(bool, allow_insecure_upstream, false,
+          "allow an http:// --upstream/--upstream_backup to a non-loopback host (requests and answers, openids "
+          "included, then cross the network unencrypted)");
 ABSL_FLAG(std::string, upstream_backup, "auto",
           "failover base URL (\"auto\": https://api2.mch.weixin.qq.com when --upstream is the production host; \"none\")");
 ABSL_FLAG(int, upstream_attempts, 3, "attempts per call (retries on connection failure, the attempt's own timeout, 5xx, 202; never 429)");
@@ -69,7 +75,11 @@ ABSL_FLAG(absl::Duration, certificate_refresh_min_interval, absl::Seconds(30),
           "after an unknown-serial certificate download that brought none of the serials asked for, "
           "the next one waits this long (start-up, periodic downloads and real rotations never count)");
 ABSL_FLAG(std::string, upstream_ca, "", "file: CA bundle trusted for the upstream TLS (default: system CAs)");
-ABSL_FLAG(std::string, proxy, "", "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY)");
+ABSL_FLAG(std::string, proxy, "",
+          "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY); a URL with credentials (user:password@) "
+          "is refused: use --proxy_credentials_file");
+ABSL_FLAG(std::string, proxy_credentials_file, "",
+          "file: the egress proxy's credentials, one line \"user:password\" (the first ':' splits)");
 ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for one upstream call");
 ABSL_FLAG(bool, coalesce, true,
           "identical concurrent queries (same openid and organization_id) share one upstream call; results are never cached");
@@ -89,7 +99,12 @@ ABSL_FLAG(std::string, tls_key, "", "file: PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "file: PEM CA bundle; client certificates are then required (mTLS)");
 ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
           "how often the TLS files are checked for changes (reloaded without a restart)");
-ABSL_FLAG(std::string, metrics_listen, "", "Prometheus /metrics address (host:port; port 0 picks one; empty: off)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Prometheus /metrics address, IP:PORT with the host required (127.0.0.1:9090, [::1]:9090; 0.0.0.0:9090 "
+          "for every interface); port 0 picks one; empty: off");
+ABSL_FLAG(bool, allow_core_dumps, false,
+          "let the process dump core (by default RLIMIT_CORE is 0 and PR_SET_DUMPABLE is off, so key material never "
+          "lands in a core file)");
 ABSL_FLAG(std::string, log_level, "info", "least level logged: debug, info, warning, error");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(60),
           "server keepalive ping on idle connections (keeps L4 balancer and NAT idle timers from dropping them)");
@@ -113,13 +128,15 @@ namespace {
 
 constexpr const char* kEnvFlags[] = {
     "listen", "mchid", "merchant_serial", "merchant_private_key", "merchant_certificate",
-    "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "upstream_backup",
+    "wechatpay_public_key", "wechatpay_public_key_id", "platform_certificates", "upstream", "allow_insecure_upstream",
+    "upstream_backup",
     "upstream_attempts", "upstream_attempt_timeout", "upstream_max_idle", "upstream_max_connections", "coalesce", "apiv3_key_file", "certificate_refresh_interval",
     "certificate_refresh_min_interval", "upstream_ca",
-    "proxy", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval", "drain_delay", "drain_refuse_connections",
-    "shutdown_grace", "tls_cert", "tls_key", "tls_client_ca", "tls_reload_interval", "metrics_listen", "log_level",
-    "keepalive_time", "keepalive_timeout", "max_connection_age", "max_connection_age_grace", "max_concurrent_streams",
-    "max_connections", "handshake_timeout", "max_request_bytes", "max_metadata_bytes"};
+    "proxy", "proxy_credentials_file", "upstream_timeout", "clock_skew", "deadline_margin", "key_reload_interval",
+    "drain_delay", "drain_refuse_connections", "shutdown_grace", "tls_cert", "tls_key", "tls_client_ca",
+    "tls_reload_interval", "metrics_listen", "allow_core_dumps", "log_level", "keepalive_time", "keepalive_timeout",
+    "max_connection_age", "max_connection_age_grace", "max_concurrent_streams", "max_connections",
+    "handshake_timeout", "max_request_bytes", "max_metadata_bytes"};
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -213,6 +230,14 @@ int Run() {
     return 2;
   }
   SetMinLogLevel(level);
+  // Before any key is read.
+  if (!absl::GetFlag(FLAGS_allow_core_dumps)) {
+    if (absl::Status s = DisableCoreDumps(); !s.ok()) {
+      std::cerr << "palmgate: cannot disable core dumps (--allow_core_dumps to start anyway): " << s.message()
+                << std::endl;
+      return 2;
+    }
+  }
 
   ops::ServerTlsFiles tls;
   tls.cert = absl::GetFlag(FLAGS_tls_cert);
@@ -266,6 +291,7 @@ int Run() {
   config.wechatpay_public_key_id = absl::GetFlag(FLAGS_wechatpay_public_key_id);
   config.platform_certificates = absl::GetFlag(FLAGS_platform_certificates);
   config.upstream = absl::GetFlag(FLAGS_upstream);
+  config.allow_insecure_upstream = absl::GetFlag(FLAGS_allow_insecure_upstream);
   config.upstream_backup = absl::GetFlag(FLAGS_upstream_backup);
   config.upstream_attempts = absl::GetFlag(FLAGS_upstream_attempts);
   config.upstream_attempt_timeout = absl::GetFlag(FLAGS_upstream_attempt_timeout);
@@ -277,6 +303,7 @@ int Run() {
   config.certificate_refresh_min_interval = absl::GetFlag(FLAGS_certificate_refresh_min_interval);
   config.upstream_ca = absl::GetFlag(FLAGS_upstream_ca);
   config.proxy = absl::GetFlag(FLAGS_proxy);
+  config.proxy_credentials_file = absl::GetFlag(FLAGS_proxy_credentials_file);
   config.upstream_timeout = absl::GetFlag(FLAGS_upstream_timeout);
   config.clock_skew = absl::GetFlag(FLAGS_clock_skew);
   if (metrics != nullptr) {

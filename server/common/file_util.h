@@ -16,8 +16,14 @@ namespace palmgate {
 // (a directory, or larger than `max_bytes`), each naming the path.
 absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = 1 << 20);
 
-// Writes `contents` to `path` atomically (temporary file + rename) with the given
-// permission bits.
+// Writes `contents` to `path` atomically with exactly the permission bits
+// `mode`: into a new temporary file "PATH.tmp.PID" (created with O_EXCL and
+// `mode`, so never through a symlink or into another file), fchmod, fsync,
+// then renamed over `path`. kAlreadyExists when the temporary name is taken
+// (a leftover or planted file; so concurrent writes of one path from one
+// process are not supported); any other failure (write, fchmod, fsync,
+// rename) returns its errno as a status naming the file, removes the
+// temporary file and leaves `path` as it was.
 absl::Status WriteFile(const std::string& path, absl::string_view contents, unsigned mode = 0644);
 
 }  // namespace palmgate

@@ -302,6 +302,12 @@ absl::StatusOr<std::string> IssueCertificate(const CertificateSpec& spec, const 
   if (!spec.ip_address.empty()) absl::StrAppend(&san, san.empty() ? "" : ",", "IP:", spec.ip_address);
   if (!san.empty()) exts.push_back({NID_subject_alt_name, san});
   if (!spec.dns_name.empty() || !spec.ip_address.empty()) exts.push_back({NID_ext_key_usage, "serverAuth"});
+  if (!spec.permitted_names.empty()) {
+    if (!spec.is_ca) return absl::InvalidArgumentError("name constraints belong on a CA certificate");
+    std::string constraints = "critical";
+    for (const std::string& name : spec.permitted_names) absl::StrAppend(&constraints, ",permitted;", name);
+    exts.push_back({NID_name_constraints, constraints});
+  }
   for (const auto& [nid, value] : exts) {
     SslPtr<X509_EXTENSION> ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
     if (ext == nullptr || X509_add_ext(x.get(), ext.get(), -1) != 1) return SslErrorStatus("X509_add_ext");

@@ -15,6 +15,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -133,6 +134,10 @@ struct CertificateSpec {
   bool is_ca = false;
   std::string dns_name;    // subjectAltName DNS entry, when not empty
   std::string ip_address;  // subjectAltName IP entry, when not empty
+  // CA only: a critical NameConstraints extension whose permitted subtrees are
+  // these, in OpenSSL's syntax ("DNS:localhost", "IP:127.0.0.1/255.255.255.255").
+  // A verifier then refuses any certificate below this CA naming another host.
+  std::vector<std::string> permitted_names;
 };
 
 // Issues an X.509 v3 certificate for `subject_key`, signed (SHA-256) by

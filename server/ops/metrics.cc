@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "server/common/net_util.h"
 #include "server/wechatpay/error_mapping.h"
 
 namespace palmgate::ops {
@@ -182,6 +183,11 @@ Metrics::~Metrics() { exposer_.reset(); }
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& listen) {
   std::unique_ptr<Metrics> metrics(new Metrics());
   if (listen.empty()) return metrics;
+  // civetweb would take a bare port (or ":PORT") as every interface, and a
+  // comma-separated list as several listeners: only one IP:PORT is accepted.
+  if (absl::StatusOr<HostPort> parsed = ParseIpHostPort(listen); !parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--metrics_listen: ", parsed.status().message()));
+  }
   try {
     metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/1);
   } catch (const std::exception& e) {

@@ -478,6 +478,11 @@ class CurlTransport::Loop {
     curl_easy_setopt(h, CURLOPT_PREREQDATA, t.get());
     if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
     if (!options_.proxy.empty()) curl_easy_setopt(h, CURLOPT_PROXY, options_.proxy.c_str());
+    if (!options_.proxy_username.empty()) {
+      // libcurl keeps its own copies for the handle's life (not wiped: see SECURITY.md).
+      curl_easy_setopt(h, CURLOPT_PROXYUSERNAME, options_.proxy_username.value().c_str());
+      curl_easy_setopt(h, CURLOPT_PROXYPASSWORD, options_.proxy_password.value().c_str());
+    }
     if (t->request.method != "GET") {
       curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, t->request.method.c_str());
       if (!t->request.body.empty() || t->request.method == "POST") {

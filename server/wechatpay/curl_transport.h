@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/crypto/secret.h"
 #include "server/wechatpay/http_transport.h"
 
 namespace palmgate::wechatpay {
@@ -42,6 +43,11 @@ class CurlTransport final : public HttpTransport {
     size_t max_response_bytes = 256 * 1024;
     // Explicit proxy URL; empty: libcurl's HTTPS_PROXY/NO_PROXY environment handling.
     std::string proxy;
+    // Credentials for the proxy (given or from the environment), sent as
+    // CURLOPT_PROXYUSERNAME/PROXYPASSWORD (raw, no URL escaping); not sent
+    // when the user name is empty. Wiped with the options.
+    crypto::SecretString proxy_username;
+    crypto::SecretString proxy_password;
     // Allow HTTP/2 (over TLS, negotiated by ALPN).
     bool http2 = true;
     // Connections kept for reuse (HTTP/1.1 needs one per transfer in flight).

@@ -634,6 +634,16 @@ TEST_F(HostileTlsTest, CertificateForAnotherAddressIsRefused) {
   ExpectRefused(*server, /*expect_handshake_failure=*/false);
 }
 
+// The sandbox CA's name constraints (localhost, 127.0.0.1, ::1) already refuse
+// the two certificates above in the chain check; this one passes them (it
+// names localhost) and is refused by libcurl's host name check alone, the
+// gateway having connected to 127.0.0.1.
+TEST_F(HostileTlsTest, CertificateForAPermittedButDifferentNameIsRefused) {
+  std::unique_ptr<HostileHttpServer> server = ServerWithCertificate("localhost", "", /*self_signed=*/false);
+  ASSERT_NE(server, nullptr);
+  ExpectRefused(*server, /*expect_handshake_failure=*/false);
+}
+
 TEST_F(HostileTlsTest, SelfSignedCertificateIsRefused) {
   std::unique_ptr<HostileHttpServer> server = ServerWithCertificate("localhost", "127.0.0.1", /*self_signed=*/true);
   ASSERT_NE(server, nullptr);

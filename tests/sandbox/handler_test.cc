@@ -368,14 +368,14 @@ TEST_F(FaultHandlerTest, StatsAndRequestLog) {
   Fault("status=500");
   Get("/v3/palmservice/authorization/openid/x%20y?organization_id=1004", {{"Authorization", "dup"}});
   Get(kPalm);
-  SandboxRequest stats{"GET", "/_sandbox/stats", {}, ""};
+  SandboxRequest stats{"GET", "/_sandbox/stats", {}, "", /*from_loopback=*/true};
   nlohmann::json s = Parse(handler_->Handle(stats).body);
   EXPECT_EQ(s["requests_total"], 3);
   EXPECT_EQ(s["faults_injected"], 1);
   EXPECT_EQ(s["sign_errors"], 1);
   EXPECT_EQ(s["by_endpoint"]["palm_authorization"]["200"], 1);
   EXPECT_EQ(s["by_status"]["500"], 1);
-  SandboxRequest log{"GET", "/_sandbox/requests", {}, ""};
+  SandboxRequest log{"GET", "/_sandbox/requests", {}, "", /*from_loopback=*/true};
   std::string log_body = handler_->Handle(log).body;
   nlohmann::json l = Parse(log_body);
   ASSERT_EQ(l.size(), 3u);
@@ -385,7 +385,7 @@ TEST_F(FaultHandlerTest, StatsAndRequestLog) {
   EXPECT_EQ(l[1]["status"], 401);
   EXPECT_EQ(l[2]["status"], 200);
   EXPECT_EQ(log_body.find("WECHATPAY2-SHA256-RSA2048"), std::string::npos);  // never the Authorization header
-  SandboxRequest reset{"POST", "/_sandbox/reset", {}, ""};
+  SandboxRequest reset{"POST", "/_sandbox/reset", {}, "", /*from_loopback=*/true};
   EXPECT_EQ(handler_->Handle(reset).status, 200);
   EXPECT_EQ(Parse(handler_->Handle(stats).body)["requests_total"], 0);
   EXPECT_EQ(Parse(handler_->Handle(log).body).size(), 0u);
@@ -395,10 +395,10 @@ TEST_F(FaultHandlerTest, StatsAndRequestLog) {
 // strictly increasing effective times, so "the newest certificate" is never a tie.
 TEST_F(HandlerTest, AddedCertificatesAreEachNewerThanTheOnesBefore) {
   Make();
-  SandboxRequest add{"POST", "/_sandbox/certificates/add", {}, ""};
+  SandboxRequest add{"POST", "/_sandbox/certificates/add", {}, "", /*from_loopback=*/true};
   ASSERT_EQ(handler_->Handle(add).status, 200);
   ASSERT_EQ(handler_->Handle(add).status, 200);
-  SandboxRequest list{"GET", "/_sandbox/certificates", {}, ""};
+  SandboxRequest list{"GET", "/_sandbox/certificates", {}, "", /*from_loopback=*/true};
   nlohmann::json certs = Parse(handler_->Handle(list).body)["certificates"];
   ASSERT_EQ(certs.size(), 3u);  // the original and the two added
   // Same format and zone everywhere: the strings order as the times do.
@@ -423,6 +423,39 @@ TEST_F(HandlerTest, AfterRotationTheListingIsSignedByTheCertificateTheClientName
   EXPECT_THAT(merchant_->VerifyResponse(ToTest(listing)), IsOk());  // with platform_cert.pem
   EXPECT_EQ(Parse(listing.body)["data"].size(), 2u);
   EXPECT_EQ(H(Get("/v3/certificates"), "Wechatpay-Serial"), added);  // not asked: the active one
+}
+
+// The admin endpoints change what the sandbox signs with (certificate rotation)
+// and wipe its log: a peer that is not loopback gets 403 unless --admin_from_any.
+// The API endpoints answer everyone.
+TEST_F(HandlerTest, AdminEndpointsAnswerLoopbackPeersOnlyByDefault) {
+  Make();
+  const SandboxRequest admin[] = {{"GET", "/_sandbox/stats", {}, ""},
+                                  {"GET", "/_sandbox/requests", {}, ""},
+                                  {"POST", "/_sandbox/reset", {}, ""},
+                                  {"GET", "/_sandbox/certificates", {}, ""},
+                                  {"POST", "/_sandbox/certificates/add", {}, ""},
+                                  {"GET", "/_sandbox/no-such-path", {}, ""}};
+  for (SandboxRequest request : admin) {
+    request.from_loopback = false;
+    SandboxResponse refused = handler_->Handle(request);
+    EXPECT_EQ(refused.status, 403) << request.target;
+    EXPECT_EQ(Parse(refused.body)["code"], "FORBIDDEN") << request.target;
+  }
+  // Nothing was added by the refused request.
+  SandboxRequest list{"GET", "/_sandbox/certificates", {}, "", /*from_loopback=*/true};
+  EXPECT_EQ(Parse(handler_->Handle(list).body)["certificates"].size(), 1u);
+  SandboxRequest api = ToSandbox(merchant_->SignedGet(kPalm, kNow));
+  api.from_loopback = false;
+  EXPECT_EQ(handler_->Handle(api).status, 200);
+
+  HandlerOptions any;
+  any.admin_from_any = true;
+  Make(any);
+  for (SandboxRequest request : admin) {
+    request.from_loopback = false;
+    EXPECT_NE(handler_->Handle(request).status, 403) << request.target;
+  }
 }
 
 TEST(RandomFaultOptionsTest, CreateRejectsABadRateOrSpec) {
@@ -466,7 +499,9 @@ class RandomFaultHandlerTest : public HandlerTest {
     options.random_faults = std::move(kinds);
     Make(options, R"({"users":[{"openid":"seeded","organization_id":"1","fault":"status=403"}]})");
   }
-  nlohmann::json Stats() { return Parse(handler_->Handle(SandboxRequest{"GET", "/_sandbox/stats", {}, ""}).body); }
+  nlohmann::json Stats() {
+    return Parse(handler_->Handle(SandboxRequest{"GET", "/_sandbox/stats", {}, "", /*from_loopback=*/true}).body);
+  }
 };
 
 TEST_F(RandomFaultHandlerTest, RateOneFaultsEveryPalmRequestWithAKindFromTheList) {

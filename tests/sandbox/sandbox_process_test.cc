@@ -2,11 +2,23 @@
 // SandboxProcess and the tests' own signing client.
 #include "tests/testing/sandbox_process.h"
 
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <functional>
+#include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -313,6 +325,116 @@ TEST(SandboxProcessTest, KeygenCliRefusesToOverwrite) {
   ASSERT_NE(s.process, nullptr);
   EXPECT_THAT(RunSandboxCommand({"keygen", "--out", s.process->keys_dir()}), IsOkAndHolds(1));
   EXPECT_THAT(RunSandboxCommand({"bogus"}), IsOkAndHolds(2));
+}
+
+
+// --- Reached from an address that is not loopback.
+//
+// The machine's own non-loopback addresses are not ours to serve on, so the
+// test makes a network namespace of its own (root or CAP_SYS_ADMIN; skipped
+// otherwise) whose loopback device also carries 192.0.2.10/32 (TEST-NET-1, a
+// documentation address): a client there that connects to 192.0.2.10 has
+// that address as its source, which is not loopback. Everything runs on one
+// thread that entered the namespace (namespaces are per thread; the sandbox,
+// forked from it, inherits it; and it must outlive the sandbox, whose
+// PR_SET_PDEATHSIG follows the thread).
+
+constexpr char kOutsideAddress[] = "192.0.2.10";
+
+// Moves the calling thread into a fresh network namespace with lo up and
+// kOutsideAddress on it. kPermissionDenied when the process may not.
+absl::Status EnterNamespaceWithOutsideAddress() {
+  if (::unshare(CLONE_NEWNET) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("unshare(CLONE_NEWNET): ", std::strerror(errno)));
+  }
+  const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return absl::InternalError("socket");
+  struct ifreq lo {};
+  std::strncpy(lo.ifr_name, "lo", IFNAMSIZ - 1);
+  bool ok = ::ioctl(s, SIOCGIFFLAGS, &lo) == 0;
+  lo.ifr_flags = static_cast<short>(lo.ifr_flags | IFF_UP | IFF_RUNNING);
+  ok = ok && ::ioctl(s, SIOCSIFFLAGS, &lo) == 0;
+  struct ifreq alias {};
+  std::strncpy(alias.ifr_name, "lo:1", IFNAMSIZ - 1);
+  auto* address = reinterpret_cast<struct sockaddr_in*>(&alias.ifr_addr);
+  address->sin_family = AF_INET;
+  ok = ok && ::inet_pton(AF_INET, kOutsideAddress, &address->sin_addr) == 1 && ::ioctl(s, SIOCSIFADDR, &alias) == 0;
+  auto* mask = reinterpret_cast<struct sockaddr_in*>(&alias.ifr_netmask);
+  mask->sin_family = AF_INET;
+  mask->sin_addr.s_addr = 0xffffffff;
+  ok = ok && ::ioctl(s, SIOCSIFNETMASK, &alias) == 0;
+  const int err = errno;
+  ::close(s);
+  if (!ok) return absl::InternalError(absl::StrCat("configuring lo in the namespace: ", std::strerror(err)));
+  return absl::OkStatus();
+}
+
+// Runs `body` on a thread inside such a namespace; skips the test when one
+// cannot be made.
+void InNamespaceWithOutsideAddress(const std::function<void()>& body) {
+  absl::Status entered;
+  std::thread thread([&] {
+    entered = EnterNamespaceWithOutsideAddress();
+    if (entered.ok()) body();
+  });
+  thread.join();
+  if (absl::IsPermissionDenied(entered)) GTEST_SKIP() << entered;
+  ASSERT_THAT(entered, IsOk());
+}
+
+TEST(SandboxProcessTest, ListeningLineShowsTheAddressReallyBound) {
+  InNamespaceWithOutsideAddress([] {
+    SandboxProcessOptions every;
+    every.extra_flags = {"--listen=0.0.0.0:0"};
+    Running all = StartSandbox(every);
+    ASSERT_NE(all.process, nullptr);
+    EXPECT_THAT(all.process->base_url(), MatchesRegex("http://0\\.0\\.0\\.0:[0-9]+"));
+    SandboxProcessOptions outside;
+    outside.extra_flags = {absl::StrCat("--listen=", kOutsideAddress, ":0")};
+    outside.tls = true;
+    Running one = StartSandbox(outside);
+    ASSERT_NE(one.process, nullptr);
+    EXPECT_THAT(one.process->base_url(), MatchesRegex("https://192\\.0\\.2\\.10:[0-9]+"));
+  });
+}
+
+TEST(SandboxProcessTest, AdminEndpointsRefuseClientsThatAreNotLoopback) {
+  InNamespaceWithOutsideAddress([] {
+    SandboxProcessOptions options;
+    options.extra_flags = {"--listen=0.0.0.0:0"};
+    Running s = StartSandbox(options);
+    ASSERT_NE(s.process, nullptr);
+    const std::string port = s.process->base_url().substr(s.process->base_url().rfind(':') + 1);
+    const std::string outside = absl::StrCat("http://", kOutsideAddress, ":", port);
+    const std::string loopback = absl::StrCat("http://127.0.0.1:", port);
+    for (const TestHttpRequest& admin : {TestHttpRequest{"GET", "/_sandbox/stats", {}, ""},
+                                         TestHttpRequest{"POST", "/_sandbox/reset", {}, ""},
+                                         TestHttpRequest{"POST", "/_sandbox/certificates/add", {}, ""}}) {
+      absl::StatusOr<TestHttpResponse> refused = HttpFetch(outside, admin);
+      ASSERT_THAT(refused, IsOk());
+      EXPECT_EQ(refused->status, 403) << admin.target;
+      EXPECT_EQ(Parse(refused->body)["code"], "FORBIDDEN");
+    }
+    absl::StatusOr<TestHttpResponse> local = HttpFetch(loopback, {"GET", "/_sandbox/certificates", {}, ""});
+    ASSERT_THAT(local, IsOk());
+    EXPECT_EQ(local->status, 200);
+    EXPECT_EQ(Parse(local->body)["certificates"].size(), 1u);  // the refused add added nothing
+    // The API itself answers any client.
+    absl::StatusOr<TestHttpResponse> api = HttpFetch(outside, s.merchant->SignedGet(kPalm));
+    ASSERT_THAT(api, IsOk());
+    EXPECT_EQ(api->status, 200);
+
+    SandboxProcessOptions any = options;
+    any.extra_flags.push_back("--admin_from_any");
+    any.keys_dir = s.process->keys_dir();
+    Running open = StartSandbox(any);
+    ASSERT_NE(open.process, nullptr);
+    const std::string open_port = open.process->base_url().substr(open.process->base_url().rfind(':') + 1);
+    absl::StatusOr<TestHttpResponse> allowed =
+        HttpFetch(absl::StrCat("http://", kOutsideAddress, ":", open_port), {"GET", "/_sandbox/stats", {}, ""});
+    ASSERT_THAT(allowed, IsOk());
+    EXPECT_EQ(allowed->status, 200);
+  });
 }
 
 }  // namespace

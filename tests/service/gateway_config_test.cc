@@ -131,6 +131,94 @@ TEST_F(GatewayConfigTest, BackupHostDefaultsToWeChatPaysOnlyForTheProductionHost
   EXPECT_EQ((*core)->client->options().attempt_timeout, absl::Milliseconds(250));
 }
 
+// Plain http:// carries openids and answers in clear text: only to this
+// machine (a literal loopback address or localhost), unless allowed explicitly.
+TEST_F(GatewayConfigTest, PlainHttpUpstreamIsForLoopbackOnly) {
+  for (const char* url : {"http://127.0.0.1:1", "http://127.8.9.10:1", "http://[::1]:1", "http://localhost:1",
+                          "http://LOCALHOST:1/prefix", "http://127.0.0.1"}) {
+    GatewayConfig c = Valid();
+    c.upstream = url;
+    EXPECT_THAT(LoadGateway(c, SystemClock::Get()), IsOk()) << url;
+  }
+  for (const char* url : {"http://api.mch.weixin.qq.com", "http://10.0.0.1:80", "http://192.0.2.10:8080",
+                          "http://127.0.0.1.nip.io:80", "http://localhost.example.com", "http://127.1:80",
+                          "http://2130706433", "http://[::ffff:10.0.0.1]:80", "http://0.0.0.0:80",
+                          "http://127.0.0.1@evil.example", "http://evil.example#@127.0.0.1",
+                          "http://evil.example\\@127.0.0.1"}) {
+    GatewayConfig c = Valid();
+    c.upstream = url;
+    auto core = LoadGateway(c, SystemClock::Get());
+    EXPECT_THAT(core, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--upstream:"))) << url;
+    GatewayConfig backup = Valid();
+    backup.upstream_backup = url;
+    EXPECT_THAT(LoadGateway(backup, SystemClock::Get()),
+                StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--upstream_backup:")))
+        << url;
+  }
+  GatewayConfig c = Valid();
+  c.upstream = "http://api.mch.weixin.qq.com";
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--allow_insecure_upstream")));
+  c.allow_insecure_upstream = true;
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()), IsOk());
+  c.upstream_backup = "http://api2.mch.weixin.qq.com";
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()), IsOk());
+  // https:// is never restricted.
+  GatewayConfig tls = Valid();
+  tls.upstream = "https://api.mch.weixin.qq.com";
+  tls.upstream_backup = "https://10.0.0.1:8443";
+  EXPECT_THAT(LoadGateway(tls, SystemClock::Get()), IsOk());
+}
+
+// Proxy credentials in a URL are visible to other local users (the command
+// line is world-readable in /proc): refused, and never repeated in the message.
+TEST_F(GatewayConfigTest, ProxyUrlWithCredentialsIsRefused) {
+  for (const char* proxy : {"http://proxyuser:s3cr3t-pw@127.0.0.1:3128", "http://proxyuser@127.0.0.1:3128",
+                            "proxyuser:s3cr3t-pw@127.0.0.1:3128", "socks5h://proxyuser:s3cr3t-pw@127.0.0.1:1080"}) {
+    GatewayConfig c = Valid();
+    c.proxy = proxy;
+    auto core = LoadGateway(c, SystemClock::Get());
+    EXPECT_THAT(core, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--proxy:"))) << proxy;
+    EXPECT_THAT(std::string(core.status().message()), HasSubstr("--proxy_credentials_file"));
+    EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("s3cr3t")));
+    EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("proxyuser")));
+  }
+  GatewayConfig plain = Valid();
+  plain.proxy = "http://127.0.0.1:3128";
+  EXPECT_THAT(LoadGateway(plain, SystemClock::Get()), IsOk());
+  // The same rule for the proxy libcurl would take from the environment.
+  for (const char* name : {"HTTPS_PROXY", "https_proxy", "ALL_PROXY", "http_proxy"}) {
+    ::setenv(name, "http://proxyuser:s3cr3t-pw@127.0.0.1:3128", 1);
+    auto core = LoadGateway(Valid(), SystemClock::Get());
+    ::unsetenv(name);
+    EXPECT_THAT(core, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith(std::string(name) + ":"))) << name;
+    EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("s3cr3t")));
+  }
+}
+
+TEST_F(GatewayConfigTest, ProxyCredentialsFileMustHoldOneUserPasswordLine) {
+  auto dir = testing::MakeTempDir("proxy_credentials");
+  ASSERT_THAT(dir, IsOk());
+  const std::string path = *dir + "/proxy_credentials";
+  GatewayConfig c = Valid();
+  c.proxy = "http://127.0.0.1:3128";
+  c.proxy_credentials_file = path;
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()),
+              StatusIs(absl::StatusCode::kNotFound, StartsWith("--proxy_credentials_file:")));
+  for (const char* good : {"proxyuser:s3cr3t-pw", "proxyuser:s3cr3t-pw\n", "proxyuser:s3cr3t-pw\r\n",
+                           "proxyuser:pw:with:colons", "proxyuser:"}) {
+    ASSERT_THAT(WriteFile(path, good, 0600), IsOk());
+    EXPECT_THAT(LoadGateway(c, SystemClock::Get()), IsOk()) << good;
+  }
+  for (const char* bad : {"", "\n", "s3cr3t-pw", ":s3cr3t-pw", "proxyuser:s3cr3t-pw\nsecond:line",
+                          "proxyuser:s3cr3t\tpw"}) {
+    ASSERT_THAT(WriteFile(path, bad, 0600), IsOk());
+    auto core = LoadGateway(c, SystemClock::Get());
+    EXPECT_THAT(core, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--proxy_credentials_file:"))) << bad;
+    EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("s3cr3t"))) << bad;
+  }
+}
+
 TEST_F(GatewayConfigTest, MerchantPublicKeyIsNotAVerificationKey) {
   GatewayConfig c = Valid();
   // Write the merchant's own public key where the WeChat Pay public key belongs.
@@ -198,6 +286,57 @@ TEST_P(EgressProxyTest, CertificateDownloadAndCallsUseTheProxy) {
   auto log = ReadFile(proxy_log);
   ASSERT_THAT(log, IsOk());
   EXPECT_THAT(*log, HasSubstr("CONNECT " + hostport)) << "nothing went through the proxy";
+}
+
+// A proxy that demands credentials gets them from --proxy_credentials_file
+// (sent as Proxy-Authorization on the CONNECT); without the file, it refuses.
+TEST(ProxyCredentialsTest, CredentialsFileAuthenticatesToTheProxy) {
+  testing::SandboxProcessOptions options;
+  options.tls = true;
+  auto sandbox = testing::SandboxProcess::Start(options);
+  ASSERT_THAT(sandbox, IsOk());
+  auto dir = testing::MakeTempDir("palmgate-proxy-auth");
+  ASSERT_THAT(dir, IsOk());
+  const std::string credentials = *dir + "/proxy_credentials";
+  ASSERT_THAT(WriteFile(credentials, "gateway:pa55:word\n", 0600), IsOk());
+  const std::string proxy_log = *dir + "/proxy.log";
+  auto proxy = testing::ListeningProcess::Start({"/usr/bin/python3", PALMGATE_CONNECT_PROXY, "--credentials", credentials},
+                                                absl::Seconds(30), proxy_log);
+  ASSERT_THAT(proxy, IsOk());
+  auto merchant = testing::SandboxMerchant::Load((*sandbox)->keys_dir());
+  ASSERT_THAT(merchant, IsOk());
+  const std::string keys = (*sandbox)->keys_dir();
+  GatewayConfig c;
+  c.mchid = merchant->mchid();
+  c.merchant_serial = merchant->merchant_serial();
+  c.merchant_private_key = keys + "/apiclient_key.pem";
+  c.wechatpay_public_key = keys + "/pub_key.pem";
+  c.wechatpay_public_key_id = merchant->public_key_id();
+  c.upstream = (*sandbox)->base_url();
+  c.upstream_ca = (*sandbox)->ca_cert_path();
+  c.upstream_attempts = 1;
+  c.proxy = "http://" + (*proxy)->address();
+  auto call = [](GatewayCore& core) {
+    std::promise<absl::StatusOr<wechatpay::AuthorizationResult>> done;
+    core.client->GetAuthorization("o1", "1004", absl::Now() + absl::Seconds(10),
+                                  [&done](absl::StatusOr<wechatpay::AuthorizationResult> r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  };
+  const std::string hostport((*sandbox)->base_url().substr(std::string("https://").size()));
+
+  auto without = LoadGateway(c, SystemClock::Get());
+  ASSERT_THAT(without, IsOk());
+  EXPECT_THAT(call(**without), StatusIs(absl::StatusCode::kUnavailable));
+  without->reset();
+  EXPECT_THAT(ReadFile(proxy_log).value_or(""), HasSubstr("REFUSED " + hostport));
+
+  c.proxy_credentials_file = credentials;
+  auto with = LoadGateway(c, SystemClock::Get());
+  ASSERT_THAT(with, IsOk());
+  EXPECT_THAT(call(**with), IsOk());
+  with->reset();
+  ASSERT_THAT((*proxy)->Stop(), IsOk());
+  EXPECT_THAT(ReadFile(proxy_log).value_or(""), HasSubstr("CONNECT " + hostport));
 }
 
 INSTANTIATE_TEST_SUITE_P(FlagAndEnvironment, EgressProxyTest, ::testing::Bool(),

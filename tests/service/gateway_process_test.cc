@@ -6,13 +6,16 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <thread>
 #include <memory>
@@ -23,6 +26,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
@@ -628,6 +634,176 @@ TEST_F(GatewayProcessTest, ReceiveLimitsFollowTheirFlags) {
   EXPECT_EQ(CallOn(channel, std::string(20 * 1024, 'o')).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   grpc::Status headers = CallOn(OwnChannel(gateway_->address()), kOpenid, {{"x-big", std::string(3 * 1024, 'm')}});
   EXPECT_EQ(headers.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << headers.error_message();
+}
+
+
+// Issue 13's insecure settings, as an operator meets them: exit 2 with one
+// line naming the setting, and a secret given by mistake is not repeated.
+TEST_F(GatewayProcessTest, InsecureSettingsStopStartUpWithOneLineNamingTheSetting) {
+  auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
+  ASSERT_THAT(merchant, IsOk());
+  const std::vector<std::string> env = testing::GatewayEnvironmentFor(*sandbox_, *merchant);
+  struct Case {
+    std::string arg;
+    const char* flag;
+  };
+  const Case cases[] = {
+      {"--upstream=http://wechatpay.invalid:8080", "--upstream"},
+      {"--upstream_backup=http://backup.wechatpay.invalid", "--upstream_backup"},
+      {"--proxy=http://proxyuser:s3cr3t-pw@127.0.0.1:3128", "--proxy"},
+      {"--metrics_listen=9090", "--metrics_listen"},
+      {"--metrics_listen=:0", "--metrics_listen"},
+      {"--metrics_listen=127.0.0.1:0,0", "--metrics_listen"},
+  };
+  for (const Case& c : cases) {
+    auto gateway = ListeningProcess::Start({PALMGATE_GATEWAY_BINARY, c.arg}, absl::Seconds(30), log_path(), env);
+    ASSERT_FALSE(gateway.ok()) << c.arg;
+    EXPECT_THAT(std::string(gateway.status().message()), HasSubstr("exit 2")) << c.arg;
+    auto log = ReadFile(log_path());
+    ASSERT_THAT(log, IsOk());
+    EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 1) << *log;
+    EXPECT_THAT(*log, HasSubstr(absl::StrCat("palmgate: ", c.flag, ":"))) << *log;
+    EXPECT_THAT(*log, Not(HasSubstr("s3cr3t"))) << *log;
+  }
+  // Allowed explicitly, here through the environment (PALMGATE_ALLOW_INSECURE_UPSTREAM).
+  std::vector<std::string> allowed = env;
+  allowed.push_back("PALMGATE_ALLOW_INSECURE_UPSTREAM=true");
+  auto gateway = ListeningProcess::Start({PALMGATE_GATEWAY_BINARY, "--upstream=http://wechatpay.invalid:8080"},
+                                         absl::Seconds(30), log_path(), allowed);
+  ASSERT_THAT(gateway, IsOk());
+  EXPECT_THAT((*gateway)->Stop(), IsOkAndHolds(0));
+  EXPECT_THAT(ReadFile(log_path()).value_or(""), HasSubstr("--allow_insecure_upstream"));
+}
+
+// The gateway holds the merchant private key and the APIv3 key: by default
+// it writes no core file (RLIMIT_CORE 0, not dumpable), and --allow_core_dumps
+// leaves both as inherited. Not dumpable shows as /proc/PID/* owned by root
+// instead of the process's user, so the gateway runs as another user (nobody)
+// when the test runs as root.
+class CoreDumpTest : public GatewayProcessTest {
+ protected:
+  // Starts the gateway (as nobody when we are root, with its files copied
+  // where nobody reads them); sets uid_.
+  void StartAsOrdinaryUser(std::vector<std::string> flags) {
+    std::vector<std::string> args;
+    uid_ = ::geteuid();
+    if (uid_ == 0) {
+      if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/setpriv to drop root";
+      uid_ = 65534;
+      // In /tmp (the build tree and $TEST_TMPDIR may sit below a directory
+      // nobody cannot enter), with its own copy of the binary for the same reason.
+      std::string pattern = "/tmp/palmgate-nobody-XXXXXX";
+      ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+      files_ = pattern;
+      ASSERT_EQ(::chown(files_.c_str(), uid_, uid_), 0);
+      const std::string binary = files_ + "/palmgate";
+      std::error_code ec;
+      ASSERT_TRUE(std::filesystem::copy_file(PALMGATE_GATEWAY_BINARY, binary, ec)) << ec.message();
+      ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+      for (const char* f : {"apiclient_key.pem", "apiclient_cert.pem", "pub_key.pem", "platform_cert.pem",
+                            "ca_cert.pem"}) {
+        auto contents = ReadFile(sandbox_->keys_dir() + "/" + f);
+        ASSERT_THAT(contents, IsOk());
+        const std::string path = files_ + "/" + f;
+        ASSERT_THAT(WriteFile(path, *contents, 0600), IsOk());
+        ASSERT_EQ(::chown(path.c_str(), uid_, uid_), 0);
+      }
+      args = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binary,
+              "--merchant_private_key=" + files_ + "/apiclient_key.pem",
+              "--merchant_certificate=" + files_ + "/apiclient_cert.pem",
+              "--wechatpay_public_key=" + files_ + "/pub_key.pem",
+              "--platform_certificates=" + files_ + "/platform_cert.pem", "--upstream_ca=" + files_ + "/ca_cert.pem"};
+    } else {
+      args = {PALMGATE_GATEWAY_BINARY};
+    }
+    args.insert(args.end(), flags.begin(), flags.end());
+    auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
+    ASSERT_THAT(merchant, IsOk());
+    std::vector<std::string> env = testing::GatewayEnvironmentFor(*sandbox_, *merchant);
+    if (uid_ != ::geteuid()) RedirectSanitizerLogs(env);
+    auto gateway = ListeningProcess::Start(args, absl::Seconds(30), log_path(), env);
+    ASSERT_THAT(gateway, IsOk());
+    gateway_ = *std::move(gateway);
+    channel_ = grpc::CreateChannel(gateway_->address(), grpc::InsecureChannelCredentials());
+  }
+
+  // Sanitizer builds (scripts/test --asan) send reports to a root-owned
+  // directory that nobody cannot write: such a gateway's reports go to a
+  // directory of its own instead, which TearDown checks is empty.
+  void RedirectSanitizerLogs(std::vector<std::string>& env) {
+    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
+      const char* value = std::getenv(name);
+      if (value == nullptr || !absl::StrContains(value, "log_path=")) continue;
+      sanitizer_logs_ = files_ + "/sanitizer-logs";
+      ::mkdir(sanitizer_logs_.c_str(), 0700);
+      ASSERT_EQ(::chown(sanitizer_logs_.c_str(), uid_, uid_), 0);
+      std::vector<std::string> options = absl::StrSplit(value, ':');
+      for (std::string& option : options) {
+        if (absl::StartsWith(option, "log_path=")) option = "log_path=" + sanitizer_logs_ + "/" + name;
+      }
+      env.push_back(absl::StrCat(name, "=", absl::StrJoin(options, ":")));
+    }
+  }
+
+  void TearDown() override {
+    if (gateway_ != nullptr) {
+      EXPECT_THAT(gateway_->Stop(), IsOk());
+    }
+    gateway_.reset();
+    std::error_code ec;
+    if (!sanitizer_logs_.empty()) {
+      for (const auto& entry : std::filesystem::directory_iterator(sanitizer_logs_, ec)) {
+        ADD_FAILURE() << "sanitizer report from the gateway: " << entry.path() << "\n"
+                      << ReadFile(entry.path().string()).value_or("");
+      }
+    }
+    if (!files_.empty()) std::filesystem::remove_all(files_, ec);
+  }
+
+  // The owner of /proc/PID/status: the process's user, or root when it is not
+  // dumpable (the /proc/PID directory itself keeps the process's user).
+  uid_t ProcOwner() const {
+    struct stat st;
+    EXPECT_EQ(::stat(absl::StrCat("/proc/", gateway_->pid(), "/status").c_str(), &st), 0);
+    return st.st_uid;
+  }
+
+  // "Max core file size" soft and hard limits from /proc/PID/limits.
+  std::pair<std::string, std::string> CoreLimits() const {
+    auto limits = ReadFile(absl::StrCat("/proc/", gateway_->pid(), "/limits"));
+    EXPECT_THAT(limits, IsOk());
+    for (absl::string_view line : absl::StrSplit(limits.value_or(""), '\n')) {
+      if (!absl::ConsumePrefix(&line, "Max core file size")) continue;
+      std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (fields.size() >= 2) return {fields[0], fields[1]};
+    }
+    ADD_FAILURE() << "no core file size in /proc/PID/limits";
+    return {};
+  }
+
+  uid_t uid_ = 0;
+  std::string files_;  // the gateway's files when it runs as nobody
+  std::string sanitizer_logs_;
+};
+
+TEST_F(CoreDumpTest, CoreDumpsAreOffByDefault) {
+  StartAsOrdinaryUser({});
+  if (HasFatalFailure() || IsSkipped()) return;
+  EXPECT_EQ(CoreLimits(), std::make_pair(std::string("0"), std::string("0")));
+  EXPECT_EQ(ProcOwner(), 0u) << "dumpable: /proc/PID belongs to uid " << uid_;
+  palmgate::v1::Authorization a;
+  grpc::Status s = Call(kOpenid, &a);  // and it serves as before
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST_F(CoreDumpTest, AllowCoreDumpsLeavesTheInheritedSettings) {
+  struct rlimit ours;
+  ASSERT_EQ(::getrlimit(RLIMIT_CORE, &ours), 0);
+  StartAsOrdinaryUser({"--allow_core_dumps"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  auto [soft, hard] = CoreLimits();
+  EXPECT_EQ(hard, ours.rlim_max == RLIM_INFINITY ? "unlimited" : absl::StrCat(ours.rlim_max));
+  EXPECT_EQ(ProcOwner(), uid_);
 }
 
 }  // namespace

@@ -4,8 +4,12 @@
 Prints "LISTENING 127.0.0.1:PORT" on stdout once bound, then one line
 "CONNECT host:port" on stderr per tunnel it opens. Only CONNECT is supported
 (what libcurl uses for https:// through a proxy); anything else gets 405.
+With `--credentials FILE` (one line "user:password") a CONNECT must carry
+"Proxy-Authorization: Basic <base64(user:password)>"; one without it, or
+with other credentials, gets 407 and a line "REFUSED host:port" on stderr.
 Stops on SIGTERM.
 """
+import base64
 import select
 import signal
 import socket
@@ -32,6 +36,19 @@ def relay(a, b):
         b.close()
 
 
+EXPECTED_AUTHORIZATION = None  # "Basic ..." when --credentials is given
+
+
+def authorized(head):
+    if EXPECTED_AUTHORIZATION is None:
+        return True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"proxy-authorization":
+            return value.strip().decode("latin-1") == EXPECTED_AUTHORIZATION
+    return False
+
+
 def handle(client):
     try:
         head = b""
@@ -47,6 +64,12 @@ def handle(client):
             client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
             client.close()
             return
+        if not authorized(head):
+            print(f"REFUSED {target}", file=sys.stderr, flush=True)
+            client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                           b"Proxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
         host, port = target.rsplit(":", 1)
         upstream = socket.create_connection((host, int(port)), timeout=10)
         upstream.settimeout(None)
@@ -58,6 +81,13 @@ def handle(client):
 
 
 def main():
+    global EXPECTED_AUTHORIZATION
+    if len(sys.argv) == 3 and sys.argv[1] == "--credentials":
+        with open(sys.argv[2], "rb") as f:
+            credentials = f.read().rstrip(b"\r\n")
+        EXPECTED_AUTHORIZATION = "Basic " + base64.b64encode(credentials).decode("ascii")
+    elif len(sys.argv) != 1:
+        sys.exit("usage: connect_proxy.py [--credentials FILE]")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
