@@ -335,8 +335,8 @@ bool TcpListener::ShedAtDescriptorLimit(int listener) {
   const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
   const int error = errno;
   if (fd >= 0) {
+    CountShed(/*at_cap=*/false);  // counted before the peer can see the reset
     Reset(fd);
-    CountShed(/*at_cap=*/false);
   }
   // Fails when another thread took the freed number; AcceptReady tries again.
   reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -360,8 +360,8 @@ void TcpListener::Take(int listener, int fd) {
     if (!at_cap && known) handed_[fd] = st.st_ino;
   }
   if (at_cap) {
+    CountShed(/*at_cap=*/true);  // counted before the peer can see the reset
     Reset(fd);
-    CountShed(/*at_cap=*/true);
     return;
   }
   accepted_.fetch_add(1, std::memory_order_relaxed);

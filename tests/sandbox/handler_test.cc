@@ -411,9 +411,9 @@ TEST_F(HandlerTest, AddedCertificatesAreEachNewerThanTheOnesBefore) {
 // certificate the client names: the key it holds vouches for the new one.
 TEST_F(HandlerTest, AfterRotationTheListingIsSignedByTheCertificateTheClientNames) {
   Make();
-  SandboxRequest add{"POST", "/_sandbox/certificates/add", {}, ""};
+  SandboxRequest add{"POST", "/_sandbox/certificates/add", {}, "", /*from_loopback=*/true};
   const std::string added = Parse(handler_->Handle(add).body)["serial_no"].get<std::string>();
-  SandboxRequest activate{"POST", "/_sandbox/certificates/activate?serial_no=" + added, {}, ""};
+  SandboxRequest activate{"POST", "/_sandbox/certificates/activate?serial_no=" + added, {}, "", /*from_loopback=*/true};
   ASSERT_EQ(handler_->Handle(activate).status, 200);
   const std::string old_serial = merchant_->platform_serial();
   EXPECT_EQ(H(Get(kPalm, {{"Wechatpay-Serial", old_serial}}), "Wechatpay-Serial"), added);
