@@ -67,6 +67,7 @@ struct FreeWith {
   void operator()(T* p) const { Free(p); }
 };
 using BnCtxPtr = std::unique_ptr<BN_CTX, FreeWith<BN_CTX, BN_CTX_free>>;
+using MontPtr = std::unique_ptr<BN_MONT_CTX, FreeWith<BN_MONT_CTX, BN_MONT_CTX_free>>;
 using ParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, FreeWith<OSSL_PARAM_BLD, OSSL_PARAM_BLD_free>>;
 
 // The fast test key's serials: a platform certificate and a WeChat Pay public key.
@@ -78,15 +79,15 @@ constexpr absl::string_view kFastPubKeyId = "PUB_KEY_ID_011423213491241000000000
 // SHA256withRSA signatures without an RSA private-key operation: the key is a
 // 2048-bit modulus made of 32 primes of about 64 bits (worthless as a secret,
 // fine as a test key), so a signature is 32 tiny exponentiations joined by the
-// Chinese remainder theorem (tens of microseconds; a real RSA-2048 signature
+// Chinese remainder theorem (microseconds; a real RSA-2048 signature
 // costs ~1 ms under ASan, which held this target near 1,000 executions per
 // second). Its public half is an ordinary RSA-2048 key with e = 65537: the
 // gateway verifies with it exactly as with WeChat Pay's keys.
 class FastTestSigner {
  public:
   // Makes a new key (once per process). Aborts when OpenSSL fails.
-  FastTestSigner() {
-    BnCtxPtr ctx(BN_CTX_new());
+  FastTestSigner() : ctx_(BN_CTX_new()) {
+    BN_CTX* ctx = ctx_.get();
     SslPtr<BIGNUM> e(BN_new());
     PALMGATE_FUZZ_CHECK(ctx != nullptr && e != nullptr && BN_set_word(e.get(), 65537) == 1);
     for (;;) {
@@ -95,8 +96,8 @@ class FastTestSigner {
       BN_one(n.get());
       // 64-bit primes up to 32..96 bits short of 2048, then one prime that fills
       // the rest (the product has that size or one bit less: retry then).
-      while (BN_num_bits(n.get()) < 2048 - 96) AddPrime(64, n.get(), ctx.get());
-      AddPrime(2048 - BN_num_bits(n.get()), n.get(), ctx.get());
+      while (BN_num_bits(n.get()) < 2048 - 96) AddPrime(64, n.get(), ctx);
+      AddPrime(2048 - BN_num_bits(n.get()), n.get(), ctx);
       if (BN_num_bits(n.get()) == 2048) {
         n_ = std::move(n);
         break;
@@ -105,15 +106,17 @@ class FastTestSigner {
     for (Prime& p : primes_) {
       SslPtr<BIGNUM> p1(BN_dup(p.p.get()));
       PALMGATE_FUZZ_CHECK(p1 != nullptr && BN_sub_word(p1.get(), 1) == 1);
-      p.d.reset(BN_mod_inverse(nullptr, e.get(), p1.get(), ctx.get()));  // e*d = 1 mod p-1
+      p.d.reset(BN_mod_inverse(nullptr, e.get(), p1.get(), ctx));  // e*d = 1 mod p-1
       // c = (n/p) * ((n/p)^-1 mod p): 1 mod p, 0 mod every other prime.
       SslPtr<BIGNUM> m(BN_new());
       SslPtr<BIGNUM> rem(BN_new());
-      PALMGATE_FUZZ_CHECK(BN_div(m.get(), rem.get(), n_.get(), p.p.get(), ctx.get()) == 1 && BN_is_zero(rem.get()));
-      SslPtr<BIGNUM> inv(BN_mod_inverse(nullptr, m.get(), p.p.get(), ctx.get()));
+      PALMGATE_FUZZ_CHECK(BN_div(m.get(), rem.get(), n_.get(), p.p.get(), ctx) == 1 && BN_is_zero(rem.get()));
+      SslPtr<BIGNUM> inv(BN_mod_inverse(nullptr, m.get(), p.p.get(), ctx));
+      p.mont.reset(BN_MONT_CTX_new());
+      PALMGATE_FUZZ_CHECK(p.mont != nullptr && BN_MONT_CTX_set(p.mont.get(), p.p.get(), ctx) == 1);
       p.c.reset(BN_new());
       PALMGATE_FUZZ_CHECK(p.d != nullptr && inv != nullptr &&
-                          BN_mod_mul(p.c.get(), m.get(), inv.get(), n_.get(), ctx.get()) == 1);
+                          BN_mod_mul(p.c.get(), m.get(), inv.get(), n_.get(), ctx) == 1);
     }
     ParamBldPtr bld(OSSL_PARAM_BLD_new());
     PALMGATE_FUZZ_CHECK(OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n_.get()) == 1 &&
@@ -136,6 +139,7 @@ class FastTestSigner {
   const std::string& public_pem() const { return public_pem_; }
 
   // Returns the RSASSA-PKCS1-v1_5 SHA-256 signature of `message` (256 bytes).
+  // Not thread-safe (the fuzzer runs one input at a time).
   std::string Sign(absl::string_view message) const {
     // EMSA-PKCS1-v1_5 (RFC 8017 section 9.2): 00 01 FF..FF 00 DigestInfo(SHA-256) hash.
     static constexpr unsigned char kDigestInfo[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
@@ -149,18 +153,18 @@ class FastTestSigner {
     std::copy(kDigestInfo, kDigestInfo + sizeof(kDigestInfo), tail);
     SHA256(reinterpret_cast<const unsigned char*>(message.data()), message.size(), tail + sizeof(kDigestInfo));
 
-    BnCtxPtr ctx(BN_CTX_new());
+    BN_CTX* ctx = ctx_.get();
     SslPtr<BIGNUM> m(BN_bin2bn(em, sizeof(em), nullptr));
     SslPtr<BIGNUM> s(BN_new());
     SslPtr<BIGNUM> part(BN_new());
     PALMGATE_FUZZ_CHECK(ctx != nullptr && m != nullptr && s != nullptr && part != nullptr);
     BN_zero(s.get());
     for (const Prime& p : primes_) {  // s = sum of (m^d_i mod p_i) * c_i  (mod n)
-      PALMGATE_FUZZ_CHECK(BN_mod_exp(part.get(), m.get(), p.d.get(), p.p.get(), ctx.get()) == 1 &&
-                          BN_mul(part.get(), part.get(), p.c.get(), ctx.get()) == 1 &&
+      PALMGATE_FUZZ_CHECK(BN_mod_exp_mont(part.get(), m.get(), p.d.get(), p.p.get(), ctx, p.mont.get()) == 1 &&
+                          BN_mul(part.get(), part.get(), p.c.get(), ctx) == 1 &&
                           BN_add(s.get(), s.get(), part.get()) == 1);
     }
-    PALMGATE_FUZZ_CHECK(BN_nnmod(s.get(), s.get(), n_.get(), ctx.get()) == 1);
+    PALMGATE_FUZZ_CHECK(BN_nnmod(s.get(), s.get(), n_.get(), ctx) == 1);
     std::string sig(256, '\0');
     PALMGATE_FUZZ_CHECK(BN_bn2binpad(s.get(), reinterpret_cast<unsigned char*>(sig.data()), 256) == 256);
     return sig;
@@ -171,6 +175,7 @@ class FastTestSigner {
     SslPtr<BIGNUM> p;
     SslPtr<BIGNUM> d;  // e^-1 mod (p - 1)
     SslPtr<BIGNUM> c;  // the CRT coefficient of p modulo n
+    MontPtr mont;      // Montgomery form of p, made once (it cost more than the exponentiation)
   };
 
   // Adds a new prime of `bits` bits (coprime to e - 1 = 65536 and to e) and multiplies it into `n`.
@@ -185,11 +190,12 @@ class FastTestSigner {
       for (const Prime& q : primes_) repeated |= BN_cmp(q.p.get(), p.get()) == 0;
       if (repeated) continue;
       PALMGATE_FUZZ_CHECK(BN_mul(n, n, p.get(), ctx) == 1);
-      primes_.push_back({std::move(p), nullptr, nullptr});
+      primes_.push_back({std::move(p), nullptr, nullptr, nullptr});
       return;
     }
   }
 
+  BnCtxPtr ctx_;  // scratch space of Sign (and of the constructor)
   std::vector<Prime> primes_;
   SslPtr<BIGNUM> n_;
   std::string public_pem_;
