@@ -234,6 +234,9 @@ absl::StatusOr<Certificate> Certificate::FromPem(absl::string_view pem) {
   PALMGATE_ASSIGN_OR_RETURN(SslPtr<X509> x, ParseX509(pem));
   SslPtr<BIGNUM> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(x.get()), nullptr));
   if (bn == nullptr) return SslErrorStatus("certificate serial", absl::StatusCode::kInvalidArgument);
+  // RFC 5280 4.1.2.2: a positive integer. OpenSSL parses a negative one, whose
+  // hex ("-6EEF...") is no serial a Wechatpay-Serial header can name.
+  if (BN_is_negative(bn.get())) return absl::InvalidArgumentError("certificate serial is negative");
   char* hex = BN_bn2hex(bn.get());
   std::string serial = hex == nullptr ? "" : hex;
   OPENSSL_free(hex);

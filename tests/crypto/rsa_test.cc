@@ -155,5 +155,26 @@ TEST(RsaPrivateKeyTest, RefusesInconsistentKey) {
   EXPECT_THAT(RsaPrivateKey::FromPem(pem), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inconsistent")));
 }
 
+// Found by fuzzing (tests/fuzz/corpus/pem_keys/crash-negative-certificate-serial):
+// a certificate with a negative serial was accepted with the serial "-6EEF..."
+// (then "0-6EEF...", padded to whole bytes), which no key ring lookup by
+// Wechatpay-Serial finds in other letter case.
+TEST(CertificateTest, RefusesNegativeSerial) {
+  absl::StatusOr<RsaPrivateKey> key = RsaPrivateKey::FromPem(ReadTestData("keys/go_key_pkcs1.pem"));
+  ASSERT_THAT(key, IsOk());
+  CertificateSpec spec;
+  spec.common_name = "negative serial";
+  spec.not_before = absl::FromUnixSeconds(1700000000);
+  spec.not_after = spec.not_before + absl::Hours(24);
+  spec.serial_hex = "6EEFFEEBF3B5BD8A";
+  absl::StatusOr<std::string> positive = IssueCertificate(spec, key->PublicKey(), *key, nullptr);
+  ASSERT_THAT(positive, IsOk());
+  ASSERT_THAT(Certificate::FromPem(*positive), IsOk());
+  spec.serial_hex = "-6EEFFEEBF3B5BD8A";
+  absl::StatusOr<std::string> negative = IssueCertificate(spec, key->PublicKey(), *key, nullptr);
+  ASSERT_THAT(negative, IsOk());
+  EXPECT_THAT(Certificate::FromPem(*negative), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("negative")));
+}
+
 }  // namespace
 }  // namespace palmgate::crypto

@@ -3,10 +3,10 @@
 
 Deterministic (no randomness, no network, no keys made here): real signed
 responses are wechatpay-java's vectors D3/D4/D5; "@sign" asks the
-response_validator target to sign with the test key itself; certificate
-documents use wechatpay-java's /v3/certificates vector and the PEM files of
-tests/testdata. Run it from anywhere; it replaces only the files it writes
-(crash inputs added by hand, named crash-*, are kept).
+response_validator target to sign with its fast test key (FAST_CERT,
+FAST_PUBKEY); certificate documents use wechatpay-java's /v3/certificates
+vector and the PEM files of tests/testdata. Run it from anywhere; it replaces
+only the files it writes (crash inputs added by hand, named crash-*, are kept).
 """
 import json
 import os
@@ -21,6 +21,9 @@ NONCE = "d824f2e086d3c1df967785d13fcd22ef"
 CERT = "440024045C4A427599D09BB4E3DE0279F2E813FD"
 PUBKEY = "PUB_KEY_ID_0114232134912410000000000000000001"
 GO_CERT = "F5765756002FDD77"
+# The response_validator target's fast test key ("@sign" signs with it; no private-key operation per input).
+FAST_CERT = "FA57000000000000000000000000000000000001"
+FAST_PUBKEY = "PUB_KEY_ID_0114232134912410000000000000000002"
 REQUEST_ID = "08F5B8C2B506102C18FDDFEEA30620BE821E28EDC405-0"
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
 D3_BODY = ('{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o","organization_id":"1004","state":"AUTHORIZATION_STATE_ON",'
@@ -103,16 +106,17 @@ def response_validator():
     write(t, "d3_lower_case_serial", signed(CERT.lower(), D3_BODY, D3_SIG))
     write(t, "d4_pretty_body", signed(PUBKEY, D4_BODY, D4_SIG))
     write(t, "d5_empty_body", signed(PUBKEY, "", D5_SIG, status=204))
-    write(t, "sign_go_key", signed(GO_CERT, SUCCESS_BODIES["state_off"], "@sign"))
-    write(t, "sign_leading_zeros", signed("00" + GO_CERT.lower(), SUCCESS_BODIES["nanos"], "@sign"))
-    write(t, "sign_unknown_state", signed(PUBKEY, SUCCESS_BODIES["state_unknown"], "@sign", ts="1722850700"))
-    write(t, "sign_other_openid", signed(CERT, SUCCESS_BODIES["other_openid"], "@sign", ts="1722850122"))
-    write(t, "sign_not_json", signed(PUBKEY, "<html>ok</html>", "@sign"))
-    write(t, "sign_year_10000", signed(PUBKEY, SUCCESS_BODIES["year_10000"], "@sign"))
+    write(t, "sign_fast_cert", signed(FAST_CERT, SUCCESS_BODIES["state_off"], "@sign"))
+    write(t, "sign_leading_zeros", signed("00" + FAST_CERT.lower(), SUCCESS_BODIES["nanos"], "@sign"))
+    write(t, "sign_unknown_state", signed(FAST_PUBKEY, SUCCESS_BODIES["state_unknown"], "@sign", ts="1722850700"))
+    write(t, "sign_other_openid", signed(FAST_CERT, SUCCESS_BODIES["other_openid"], "@sign", ts="1722850122"))
+    write(t, "sign_not_json", signed(FAST_PUBKEY, "<html>ok</html>", "@sign"))
+    write(t, "sign_year_10000", signed(FAST_PUBKEY, SUCCESS_BODIES["year_10000"], "@sign"))
+    write(t, "sign_verify_only_key", signed(GO_CERT, D3_BODY, "@sign"))
     write(t, "sign_unknown_serial", signed("5157F09EFDC096DE15EBE81A47057A7232F1B8E1", D3_BODY, "@sign"))
-    write(t, "sign_skewed", signed(PUBKEY, D3_BODY, "@sign", ts="1722851000"))
-    write(t, "sign_202", signed(PUBKEY, D3_BODY, "@sign", status=202))
-    write(t, "sign_utf8_request_id", signed(PUBKEY, D3_BODY, "@sign", extra=(("request-id", "请求-1"),)))
+    write(t, "sign_skewed", signed(FAST_PUBKEY, D3_BODY, "@sign", ts="1722851000"))
+    write(t, "sign_202", signed(FAST_PUBKEY, D3_BODY, "@sign", status=202))
+    write(t, "sign_utf8_request_id", signed(FAST_PUBKEY, D3_BODY, "@sign", extra=(("request-id", "请求-1"),)))
     write(t, "probe", signed(PUBKEY, D3_BODY, "WECHATPAY/SIGNTEST/" + D3_SIG[:40]))
     write(t, "bad_base64", signed(PUBKEY, D3_BODY, D3_SIG.replace("+", "-")))
     write(t, "short_signature", signed(PUBKEY, D3_BODY, "AAAA"))
