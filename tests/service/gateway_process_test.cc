@@ -651,6 +651,8 @@ TEST_F(GatewayProcessTest, InsecureSettingsStopStartUpWithOneLineNamingTheSettin
       {"--upstream=http://wechatpay.invalid:8080", "--upstream"},
       {"--upstream_backup=http://backup.wechatpay.invalid", "--upstream_backup"},
       {"--proxy=http://proxyuser:s3cr3t-pw@127.0.0.1:3128", "--proxy"},
+      {"--proxy=proxyuser:s3cr3t-pw@127.0.0.2:48111/x://y", "--proxy"},
+      {"--metrics_listen=[::1]:0", "--metrics_listen"},
       {"--metrics_listen=9090", "--metrics_listen"},
       {"--metrics_listen=:0", "--metrics_listen"},
       {"--metrics_listen=127.0.0.1:0,0", "--metrics_listen"},
@@ -673,6 +675,35 @@ TEST_F(GatewayProcessTest, InsecureSettingsStopStartUpWithOneLineNamingTheSettin
   ASSERT_THAT(gateway, IsOk());
   EXPECT_THAT((*gateway)->Stop(), IsOkAndHolds(0));
   EXPECT_THAT(ReadFile(log_path()).value_or(""), HasSubstr("--allow_insecure_upstream"));
+}
+
+// Bad values stop the start-up with exit 2 and one line naming the flag
+// instead of being taken silently (issue 13, edge F7).
+TEST_F(GatewayProcessTest, BadValuesStopStartUpWithOneLineNamingTheFlag) {
+  auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
+  ASSERT_THAT(merchant, IsOk());
+  const std::vector<std::string> env = testing::GatewayEnvironmentFor(*sandbox_, *merchant);
+  const std::pair<const char*, const char*> cases[] = {
+      {"--drain_delay=-1s", "--drain_delay"},
+      {"--shutdown_grace=-1s", "--shutdown_grace"},
+      {"--key_reload_interval=-1s", "--key_reload_interval"},
+      {"--tls_reload_interval=-1s", "--tls_reload_interval"},
+      {"--deadline_margin=1h", "--deadline_margin"},
+      {"--deadline_margin=-1ms", "--deadline_margin"},
+      {"--handshake_timeout=0", "--handshake_timeout"},
+      {"--certificate_refresh_interval=13h", "--certificate_refresh_interval"},
+      {"--upstream=http://127.0.0.1:99999", "--upstream"},
+      {"--upstream=http://127.0.0.1:", "--upstream"},
+  };
+  for (const auto& [arg, flag] : cases) {
+    auto gateway = ListeningProcess::Start({PALMGATE_GATEWAY_BINARY, arg}, absl::Seconds(30), log_path(), env);
+    ASSERT_FALSE(gateway.ok()) << arg;
+    EXPECT_THAT(std::string(gateway.status().message()), HasSubstr("exit 2")) << arg;
+    auto log = ReadFile(log_path());
+    ASSERT_THAT(log, IsOk());
+    EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 1) << *log;
+    EXPECT_THAT(*log, HasSubstr(absl::StrCat("palmgate: ", flag, ":"))) << *log;
+  }
 }
 
 // The gateway holds the merchant private key and the APIv3 key: by default
