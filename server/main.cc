@@ -402,14 +402,32 @@ int Run() {
         LogFields().Add("open_files_limit", open_files.soft).Add("needed", needed));
   }
 
-  // Key files changed: reload as on SIGHUP (the signal loop below does the work).
+  // Reloads every key file (SIGHUP, or a changed file: both call it). Serialised: the
+  // watcher's thread and the signal loop may both reload.
+  absl::Mutex reload_mu;
+  auto reload = [&config, &core, &ops_state, &reload_mu]() -> absl::Status {
+    absl::MutexLock lock(&reload_mu);
+    absl::Status reloaded = ReloadKeys(config, **core, SystemClock::Get());
+    if (!reloaded.ok()) {
+      return absl::Status(reloaded.code(),
+                          absl::StrCat("key reload failed, keeping the running keys: ", reloaded.message()));
+    }
+    {
+      absl::MutexLock state_lock(&ops_state.mu);
+      ops_state.last_key_load = absl::Now();
+    }
+    Log(LogLevel::kInfo, absl::StrCat("keys reloaded; verification keys: ", (*core)->keys->Current()->size()));
+    return absl::OkStatus();
+  };
+
+  // Key files changed: reload; a failed reload is retried at every later check
+  // until it succeeds (file_watcher.h), which also logs the failures.
   std::unique_ptr<FileWatcher> watcher;
   if (absl::GetFlag(FLAGS_key_reload_interval) > absl::ZeroDuration()) {
     std::vector<std::string> files = {config.merchant_private_key, config.merchant_certificate,
                                       config.wechatpay_public_key, config.apiv3_key_file};
     files.insert(files.end(), config.platform_certificates.begin(), config.platform_certificates.end());
-    watcher = std::make_unique<FileWatcher>(std::move(files), absl::GetFlag(FLAGS_key_reload_interval),
-                                            [] { ::kill(::getpid(), SIGHUP); });
+    watcher = std::make_unique<FileWatcher>(std::move(files), absl::GetFlag(FLAGS_key_reload_interval), reload);
   }
 
   // SIGHUP: reload keys, keeping the old ones when that fails.
@@ -423,16 +441,7 @@ int Run() {
   for (;;) {
     sigwait(&signals, &sig);
     if (sig != SIGHUP) break;
-    absl::Status reloaded = ReloadKeys(config, **core, SystemClock::Get());
-    if (reloaded.ok()) {
-      {
-        absl::MutexLock lock(&ops_state.mu);
-        ops_state.last_key_load = absl::Now();
-      }
-      Log(LogLevel::kInfo, absl::StrCat("keys reloaded; verification keys: ", (*core)->keys->Current()->size()));
-    } else {
-      Log(LogLevel::kError, absl::StrCat("key reload failed, keeping the running keys: ", reloaded.message()));
-    }
+    if (absl::Status reloaded = reload(); !reloaded.ok()) Log(LogLevel::kError, reloaded.message());
   }
   watcher.reset();
   Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));
