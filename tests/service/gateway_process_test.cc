@@ -432,6 +432,43 @@ TEST_F(KeyReloadTest, ChangedVerificationKeyFileIsPickedUpWithoutASignal) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+// A reload started by a changed file that fails for a passing reason (here no
+// descriptor is left: EMFILE) is tried again at the next checks, without a
+// further change (issue 13, edge F4: the change was recorded before the reload
+// and never retried, so a Kubernetes Secret update was lost).
+TEST_F(KeyReloadTest, ReloadFailedForAPassingReasonIsRetriedWithoutAnotherChange) {
+  ASSERT_THAT(WriteFile(secrets_ + "/pub_key.pem", stranger_->PublicKey().ToPem(), 0600), IsOk());
+  auto flags = SecretFlags();
+  flags.push_back("--key_reload_interval=100ms");
+  StartGateway(flags);
+  palmgate::v1::Authorization a;
+  EXPECT_EQ(Call(kOpenid, &a).error_code(), grpc::StatusCode::INTERNAL);
+  // No new descriptor for the gateway: every open() fails with EMFILE.
+  const pid_t pid = gateway_->pid();
+  rlimit before{};
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0);
+  rlimit none = before;
+  none.rlim_cur = 3;
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &none, nullptr), 0);
+  auto right = ReadFile(sandbox_->keys_dir() + "/pub_key.pem");
+  ASSERT_THAT(right, IsOk());
+  ASSERT_THAT(WriteFile(secrets_ + "/pub_key.pem", *right, 0600), IsOk());
+  const absl::Time until = absl::Now() + absl::Seconds(20);
+  std::string log;
+  while (absl::Now() < until) {
+    log = ReadFile(log_path()).value_or("");
+    if (absl::StrContains(log, "retrying every")) break;
+    absl::SleepFor(absl::Milliseconds(20));  // polling the log with a deadline
+  }
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0);
+  EXPECT_THAT(log, HasSubstr("key reload failed, keeping the running keys: --merchant_private_key: open"));
+  EXPECT_THAT(log, HasSubstr("Too many open files; retrying every 100ms until it succeeds"));
+  // The files do not change again: the retry alone picks the new key up.
+  grpc::Status s = CallUntil(/*want_ok=*/true, absl::Seconds(20));
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(ReadFile(log_path()).value_or(""), HasSubstr("keys reloaded"));
+}
+
 TEST_F(KeyReloadTest, FailedReloadKeepsTheRunningKeysAndSaysWhy) {
   auto flags = SecretFlags();
   flags.push_back("--key_reload_interval=0");
