@@ -9,7 +9,9 @@ namespace palmgate {
 
 FileWatcher::FileWatcher(std::vector<std::string> paths, absl::Duration interval, std::function<absl::Status()> on_change)
     : paths_(std::move(paths)), interval_(interval), on_change_(std::move(on_change)) {
-  thread_ = std::thread([this] { Run(); });
+  // Taken here, not on the thread: a change right after construction is a change.
+  std::vector<std::string> initial = Snapshot();
+  thread_ = std::thread([this, initial = std::move(initial)]() mutable { Run(std::move(initial)); });
 }
 
 FileWatcher::~FileWatcher() {
@@ -34,10 +36,9 @@ std::vector<std::string> FileWatcher::Snapshot() const {
   return out;
 }
 
-void FileWatcher::Run() {
+void FileWatcher::Run(std::vector<std::string> handled) {
   // Between two logged failures of one change (unless the message changes).
   constexpr absl::Duration kFailureLogInterval = absl::Minutes(1);
-  std::vector<std::string> handled = Snapshot();  // what the last successful on_change_ saw
   int failures = 0;                              // in a row, since the last success
   std::string last_logged;
   absl::Time last_logged_at = absl::InfinitePast();

@@ -30,7 +30,8 @@ namespace palmgate {
 
 class FileWatcher {
  public:
-  // Starts watching `paths` (empty entries are ignored). `on_change` runs once
+  // Starts watching `paths` (empty entries are ignored); their state is taken
+  // before the constructor returns. `on_change` runs once
   // per check in which at least one file differs from what the last successful
   // `on_change` saw (from the start when none has succeeded yet). Its error
   // message is logged, so it must not hold secrets.
@@ -42,7 +43,8 @@ class FileWatcher {
  private:
   // One string per file summarising what stat() says ("" when missing).
   std::vector<std::string> Snapshot() const;
-  void Run();
+  // The watching loop; `handled` is the state the files were in at construction.
+  void Run(std::vector<std::string> handled);
 
   const std::vector<std::string> paths_;
   const absl::Duration interval_;
