@@ -3,12 +3,15 @@
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/logging.h"
 
 namespace palmgate {
 
-FileWatcher::FileWatcher(std::vector<std::string> paths, absl::Duration interval, std::function<void()> on_change)
+FileWatcher::FileWatcher(std::vector<std::string> paths, absl::Duration interval, std::function<absl::Status()> on_change)
     : paths_(std::move(paths)), interval_(interval), on_change_(std::move(on_change)) {
-  thread_ = std::thread([this] { Run(); });
+  // Taken here, not on the thread: a change right after construction is a change.
+  std::vector<std::string> initial = Snapshot();
+  thread_ = std::thread([this, initial = std::move(initial)]() mutable { Run(std::move(initial)); });
 }
 
 FileWatcher::~FileWatcher() {
@@ -33,8 +36,12 @@ std::vector<std::string> FileWatcher::Snapshot() const {
   return out;
 }
 
-void FileWatcher::Run() {
-  std::vector<std::string> last = Snapshot();
+void FileWatcher::Run(std::vector<std::string> handled) {
+  // Between two logged failures of one change (unless the message changes).
+  constexpr absl::Duration kFailureLogInterval = absl::Minutes(1);
+  int failures = 0;                              // in a row, since the last success
+  std::string last_logged;
+  absl::Time last_logged_at = absl::InfinitePast();
   absl::MutexLock lock(&mu_);
   for (;;) {
     // Wakes early only to stop.
@@ -42,9 +49,29 @@ void FileWatcher::Run() {
     if (stop_) return;
     mu_.Unlock();
     std::vector<std::string> now = Snapshot();
-    if (now != last) {
-      last = std::move(now);
-      on_change_();
+    if (now != handled) {
+      const absl::Status s = on_change_();
+      if (s.ok()) {
+        // Taken before the call: a change during it is seen at the next check.
+        handled = std::move(now);
+        if (failures > 0) {
+          Log(LogLevel::kInfo, "file change handled after failed attempts",
+              LogFields().Add("failed_attempts", static_cast<int64_t>(failures)));
+        }
+        failures = 0;
+        last_logged.clear();
+        last_logged_at = absl::InfinitePast();
+      } else {
+        ++failures;
+        const absl::Time at = absl::Now();
+        if (s.message() != last_logged || at - last_logged_at >= kFailureLogInterval) {
+          Log(LogLevel::kError, absl::StrCat(s.message(), "; retrying every ", absl::FormatDuration(interval_),
+                                             " until it succeeds"),
+              LogFields().Add("failed_attempts", static_cast<int64_t>(failures)));
+          last_logged = std::string(s.message());
+          last_logged_at = at;
+        }
+      }
     }
     mu_.Lock();
   }

@@ -1,6 +1,11 @@
 #include "server/gateway.h"
 
+#include <curl/curl.h>
+
 #include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
@@ -33,39 +38,82 @@ absl::StatusOr<std::string> ReadSetting(absl::string_view flag, const std::strin
   return contents;
 }
 
-// The authority of "scheme://authority/path?query" (of "authority/path" when
-// there is no scheme, as libcurl reads a proxy given without one).
+// The authority of "scheme://authority/path" (`url` starts with a scheme).
 absl::string_view Authority(absl::string_view url) {
   const size_t scheme_end = url.find("://");
   if (scheme_end != absl::string_view::npos) url.remove_prefix(scheme_end + 3);
   return url.substr(0, url.find_first_of("/?#"));
 }
 
+// A URL as libcurl reads it (curl_url()), freed on scope exit.
+using CurlUrl = std::unique_ptr<CURLU, decltype(&curl_url_cleanup)>;
+
+// Parses `url` with the flags libcurl itself uses for a proxy and for a
+// request URL (CURLU_GUESS_SCHEME: no "scheme://" at the very start means
+// http://, whatever follows; CURLU_NON_SUPPORT_SCHEME), so that the parts
+// judged here are the parts libcurl will use. The error never repeats `url`.
+absl::StatusOr<CurlUrl> ParseAsLibcurl(absl::string_view url) {
+  if (url.find('\0') != absl::string_view::npos) return absl::InvalidArgumentError("holds a NUL byte");
+  CurlUrl parsed(curl_url(), &curl_url_cleanup);
+  if (parsed == nullptr) return absl::ResourceExhaustedError("curl_url: out of memory");
+  const CURLUcode rc = curl_url_set(parsed.get(), CURLUPART_URL, std::string(url).c_str(),
+                                    CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME | CURLU_PATH_AS_IS);
+  if (rc != CURLUE_OK) return absl::InvalidArgumentError(absl::StrCat("is not a URL (", curl_url_strerror(rc), ")"));
+  return parsed;
+}
+
+// The part of a parsed URL; nullopt when the URL has none.
+std::optional<std::string> UrlPart(const CurlUrl& url, CURLUPart part) {
+  char* value = nullptr;
+  if (curl_url_get(url.get(), part, &value, 0) != CURLUE_OK || value == nullptr) return std::nullopt;
+  std::string out(value);
+  curl_free(value);
+  return out;
+}
+
+// True when libcurl would take a user name, a password or login options
+// (all three come from "...@" in the authority) from the URL.
+bool HoldsCredentials(const CurlUrl& url) {
+  return UrlPart(url, CURLUPART_USER).has_value() || UrlPart(url, CURLUPART_PASSWORD).has_value() ||
+         UrlPart(url, CURLUPART_OPTIONS).has_value();
+}
+
+// A port after "host:": 1 to 65535 in decimal.
+bool ValidPort(absl::string_view port) {
+  if (port.empty() || port.size() > 5 || !absl::c_all_of(port, absl::ascii_isdigit)) return false;
+  const int value = std::stoi(std::string(port));
+  return value >= 1 && value <= 65535;
+}
+
 // Checks an upstream base URL (`flag`: upstream or upstream_backup): http:// or
-// https://, no trailing '/', no credentials, a plain host[:port] authority, and
+// https://, no trailing '/', no query or fragment (paths are appended to it),
+// no credentials, a plain host[:port] authority with a port of 1 to 65535, and
 // http:// only for a loopback host unless `allow_insecure`. Hosts are judged by
 // their literal (net_util.h): a name that resolves to 127.0.0.1 is not loopback.
+// The host judged is the host libcurl connects to: the URL is also parsed as
+// libcurl parses it, and both readings must agree.
 absl::Status CheckUpstreamUrl(absl::string_view flag, absl::string_view url, bool allow_insecure) {
   const bool https = absl::StartsWith(url, "https://");
   if (!https && !absl::StartsWith(url, "http://")) return Setting(flag, "must be an http:// or https:// URL");
   if (absl::EndsWith(url, "/")) return Setting(flag, "must not end with '/'");
+  if (url.find_first_of("?#") != absl::string_view::npos) {
+    return Setting(flag, "must not hold a query or fragment ('?', '#'): request paths are appended to it");
+  }
   const absl::string_view authority = Authority(url);
   if (authority.find('@') != absl::string_view::npos) return Setting(flag, "must not hold credentials (user@)");
   absl::string_view host = authority;
+  std::optional<absl::string_view> port;
   if (absl::StartsWith(host, "[")) {
     const size_t close = host.find(']');
     if (close == absl::string_view::npos) return Setting(flag, "has an unclosed '[' in its host");
     const absl::string_view rest = host.substr(close + 1);
-    if (!rest.empty() && (rest.front() != ':' || !absl::c_all_of(rest.substr(1), absl::ascii_isdigit))) {
-      return Setting(flag, "must be scheme://host[:port][/path]");
-    }
+    if (!rest.empty() && rest.front() != ':') return Setting(flag, "must be scheme://host[:port][/path]");
+    if (!rest.empty()) port = rest.substr(1);
     host = host.substr(0, close + 1);
   } else {
     const size_t colon = host.find(':');
     if (colon != absl::string_view::npos) {
-      if (!absl::c_all_of(host.substr(colon + 1), absl::ascii_isdigit)) {
-        return Setting(flag, "must be scheme://host[:port][/path]");
-      }
+      port = host.substr(colon + 1);
       host = host.substr(0, colon);
     }
     for (char c : host) {
@@ -75,7 +123,16 @@ absl::Status CheckUpstreamUrl(absl::string_view flag, absl::string_view url, boo
     }
   }
   if (host.empty()) return Setting(flag, "has no host");
-  if (!https && !allow_insecure && !IsLoopbackHost(host)) {
+  if (port.has_value() && !ValidPort(*port)) return Setting(flag, "has a bad port (1 to 65535 after ':')");
+  // What libcurl will make of it, with a request path appended as the client does.
+  absl::StatusOr<CurlUrl> parsed = ParseAsLibcurl(absl::StrCat(url, "/v3/x"));
+  if (!parsed.ok()) return Setting(flag, parsed.status().message());
+  const std::optional<std::string> curl_host = UrlPart(*parsed, CURLUPART_HOST);
+  if (HoldsCredentials(*parsed)) return Setting(flag, "must not hold credentials (user@)");
+  if (!curl_host.has_value() || !absl::EqualsIgnoreCase(*curl_host, host)) {
+    return Setting(flag, "must be scheme://host[:port][/path] (libcurl reads another host in it)");
+  }
+  if (!https && !allow_insecure && !IsLoopbackHost(*curl_host)) {
     return Setting(flag, absl::StrCat("plain http:// is allowed only to a loopback host (127.0.0.0/8, [::1], "
                                       "localhost), not \"", host, "\": use https://, or pass "
                                       "--allow_insecure_upstream"));
@@ -83,10 +140,14 @@ absl::Status CheckUpstreamUrl(absl::string_view flag, absl::string_view url, boo
   return absl::OkStatus();
 }
 
-// Refuses a proxy URL that holds credentials. `where` names the setting (a
-// flag or an environment variable); the URL itself is never repeated.
+// Refuses a proxy URL that holds credentials, judged as libcurl parses a
+// proxy: "user:pw@host:port/x://y" has no scheme (libcurl guesses http://) and
+// holds credentials. `where` names the setting (a flag or an environment
+// variable); the URL itself is never repeated.
 absl::Status CheckProxyUrl(absl::string_view where, absl::string_view url) {
-  if (Authority(url).find('@') == absl::string_view::npos) return absl::OkStatus();
+  absl::StatusOr<CurlUrl> parsed = ParseAsLibcurl(url);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": a proxy URL ", parsed.status().message()));
+  if (!HoldsCredentials(*parsed)) return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrCat(where, ": a proxy URL must not hold credentials (they would be readable by other local users "
                           "in /proc/PID/cmdline or the environment); put \"user:password\" in "
@@ -247,7 +308,8 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   } else {
     for (const char* name : kProxyEnvironment) {
       const char* value = std::getenv(name);
-      if (value != nullptr) PALMGATE_RETURN_IF_ERROR(CheckProxyUrl(name, value));
+      // libcurl ignores an empty one.
+      if (value != nullptr && *value != '\0') PALMGATE_RETURN_IF_ERROR(CheckProxyUrl(name, value));
     }
   }
   if (config.upstream_attempts < 1 || config.upstream_attempts > 10) {
@@ -258,6 +320,15 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   if (config.upstream_max_connections < 0) return Setting("upstream_max_connections", "must not be negative");
   if (config.upstream_timeout <= absl::ZeroDuration()) return Setting("upstream_timeout", "must be positive");
   if (config.clock_skew <= absl::ZeroDuration()) return Setting("clock_skew", "must be positive");
+  // Checked without --apiv3_key_file too: a value that would stop the start-up once the key is added
+  // is a mistake now.
+  if (config.certificate_refresh_interval <= absl::ZeroDuration() ||
+      config.certificate_refresh_interval >= absl::Hours(12)) {
+    return Setting("certificate_refresh_interval", "must be positive and under 12h (WeChat Pay's rule)");
+  }
+  if (config.certificate_refresh_min_interval < absl::ZeroDuration()) {
+    return Setting("certificate_refresh_min_interval", "must not be negative");
+  }
   PALMGATE_ASSIGN_OR_RETURN(KeyMaterial material, LoadKeyMaterial(config, clock));
   const bool has_static_keys = material.static_ring != nullptr;
   std::shared_ptr<const wechatpay::KeyRing> keys = material.static_ring;
@@ -286,13 +357,6 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   }
   if (!config.apiv3_key_file.empty()) {
     // The first download happens before serving; see certificate_manager.h for its trust decision.
-    if (config.certificate_refresh_interval <= absl::ZeroDuration() ||
-        config.certificate_refresh_interval >= absl::Hours(12)) {
-      return Setting("certificate_refresh_interval", "must be positive and under 12h (WeChat Pay's rule)");
-    }
-    if (config.certificate_refresh_min_interval < absl::ZeroDuration()) {
-      return Setting("certificate_refresh_min_interval", "must not be negative");
-    }
     wechatpay::PlatformCertificateManager::Options mopts;
     mopts.base_url = config.upstream;
     mopts.refresh_interval = config.certificate_refresh_interval;

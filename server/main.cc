@@ -84,23 +84,23 @@ ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(10), "maximum time for
 ABSL_FLAG(bool, coalesce, true,
           "identical concurrent queries (same openid and organization_id) share one upstream call; results are never cached");
 ABSL_FLAG(absl::Duration, clock_skew, absl::Seconds(300), "allowed |Wechatpay-Timestamp - local clock|");
-ABSL_FLAG(absl::Duration, deadline_margin, absl::Milliseconds(20), "kept from the caller's deadline to answer in time");
+ABSL_FLAG(absl::Duration, deadline_margin, absl::Milliseconds(20), "kept from the caller's deadline to answer in time (0 to 1s)");
 ABSL_FLAG(absl::Duration, key_reload_interval, absl::Seconds(10),
           "how often key files are checked for changes (reloaded without a restart; also on SIGHUP); 0: only SIGHUP");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
-          "on SIGTERM, time to keep serving while health says NOT_SERVING (for load balancers to notice)");
+          "on SIGTERM, time to keep serving while health says NOT_SERVING (for load balancers to notice); not negative");
 ABSL_FLAG(bool, drain_refuse_connections, false,
           "on SIGTERM, refuse new connections at once (listening socket closed) while established ones keep being "
           "served through --drain_delay; for balancers without active health checks (open-source nginx), which "
           "move traffic on a refused connect");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "on SIGTERM, time allowed for in-flight RPCs");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "on SIGTERM, time allowed for in-flight RPCs; not negative");
 ABSL_FLAG(std::string, tls_cert, "", "file: PEM certificate chain for the gRPC port (TLS; empty: plain text)");
 ABSL_FLAG(std::string, tls_key, "", "file: PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "file: PEM CA bundle; client certificates are then required (mTLS)");
 ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
           "how often the TLS files are checked for changes (reloaded without a restart)");
 ABSL_FLAG(std::string, metrics_listen, "",
-          "Prometheus /metrics address, IP:PORT with the host required (127.0.0.1:9090, [::1]:9090; 0.0.0.0:9090 "
+          "Prometheus /metrics address, IPv4:PORT with the host required (127.0.0.1:9090; 0.0.0.0:9090 "
           "for every interface); port 0 picks one; empty: off");
 ABSL_FLAG(bool, allow_core_dumps, false,
           "let the process dump core (by default RLIMIT_CORE is 0 and PR_SET_DUMPABLE is off, so key material never "
@@ -117,7 +117,8 @@ ABSL_FLAG(int, max_concurrent_streams, 1000, "concurrent RPCs per client connect
 ABSL_FLAG(int, max_connections, 4096,
           "client connections open at once; beyond it new connections are reset at once (0: no cap)");
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
-          "close a connection that has not sent its HTTP/2 preface and SETTINGS (TLS handshake included) in this time");
+          "close a connection that has not sent its HTTP/2 preface and SETTINGS (TLS handshake included) in this time "
+          "(must be positive)");
 ABSL_FLAG(int, max_request_bytes, palmgate::kDefaultMaxReceiveMessageBytes,
           "larger request messages are refused with RESOURCE_EXHAUSTED (a valid request is under 300 bytes)");
 ABSL_FLAG(int, max_metadata_bytes, palmgate::kDefaultMaxMetadataBytes,
@@ -137,6 +138,9 @@ constexpr const char* kEnvFlags[] = {
     "tls_reload_interval", "metrics_listen", "allow_core_dumps", "log_level", "keepalive_time", "keepalive_timeout",
     "max_connection_age", "max_connection_age_grace", "max_concurrent_streams", "max_connections",
     "handshake_timeout", "max_request_bytes", "max_metadata_bytes"};
+
+// --deadline_margin's upper bound (the default is 20ms).
+constexpr absl::Duration kMaxDeadlineMargin = absl::Seconds(1);
 
 // PALMGATE_<FLAG> environment variables set flag defaults; the command line then overrides.
 bool ApplyEnvironment() {
@@ -263,11 +267,26 @@ int Run() {
                                     {"keepalive_timeout", absl::GetFlag(FLAGS_keepalive_timeout)},
                                     {"max_connection_age", absl::GetFlag(FLAGS_max_connection_age)},
                                     {"max_connection_age_grace", absl::GetFlag(FLAGS_max_connection_age_grace)},
-                                    {"handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout)}}) {
+                                    {"drain_delay", absl::GetFlag(FLAGS_drain_delay)},
+                                    {"shutdown_grace", absl::GetFlag(FLAGS_shutdown_grace)},
+                                    {"key_reload_interval", absl::GetFlag(FLAGS_key_reload_interval)},
+                                    {"tls_reload_interval", absl::GetFlag(FLAGS_tls_reload_interval)},
+                                    {"deadline_margin", absl::GetFlag(FLAGS_deadline_margin)}}) {
     if (value < absl::ZeroDuration()) {
       std::cerr << "palmgate: --" << name << ": must not be negative" << std::endl;
       return 2;
     }
+  }
+  // 0 would mean gRPC's own default (2 minutes), not "no timeout".
+  if (absl::GetFlag(FLAGS_handshake_timeout) <= absl::ZeroDuration()) {
+    std::cerr << "palmgate: --handshake_timeout: must be positive" << std::endl;
+    return 2;
+  }
+  // Kept from every caller's deadline: a large one fails every call at once.
+  if (absl::GetFlag(FLAGS_deadline_margin) > kMaxDeadlineMargin) {
+    std::cerr << "palmgate: --deadline_margin: must be at most " << absl::FormatDuration(kMaxDeadlineMargin)
+              << std::endl;
+    return 2;
   }
 
   // Outlives the core: upstream transfers report to it until the transport is gone.
@@ -383,14 +402,32 @@ int Run() {
         LogFields().Add("open_files_limit", open_files.soft).Add("needed", needed));
   }
 
-  // Key files changed: reload as on SIGHUP (the signal loop below does the work).
+  // Reloads every key file (SIGHUP, or a changed file: both call it). Serialised: the
+  // watcher's thread and the signal loop may both reload.
+  absl::Mutex reload_mu;
+  auto reload = [&config, &core, &ops_state, &reload_mu]() -> absl::Status {
+    absl::MutexLock lock(&reload_mu);
+    absl::Status reloaded = ReloadKeys(config, **core, SystemClock::Get());
+    if (!reloaded.ok()) {
+      return absl::Status(reloaded.code(),
+                          absl::StrCat("key reload failed, keeping the running keys: ", reloaded.message()));
+    }
+    {
+      absl::MutexLock state_lock(&ops_state.mu);
+      ops_state.last_key_load = absl::Now();
+    }
+    Log(LogLevel::kInfo, absl::StrCat("keys reloaded; verification keys: ", (*core)->keys->Current()->size()));
+    return absl::OkStatus();
+  };
+
+  // Key files changed: reload; a failed reload is retried at every later check
+  // until it succeeds (file_watcher.h), which also logs the failures.
   std::unique_ptr<FileWatcher> watcher;
   if (absl::GetFlag(FLAGS_key_reload_interval) > absl::ZeroDuration()) {
     std::vector<std::string> files = {config.merchant_private_key, config.merchant_certificate,
                                       config.wechatpay_public_key, config.apiv3_key_file};
     files.insert(files.end(), config.platform_certificates.begin(), config.platform_certificates.end());
-    watcher = std::make_unique<FileWatcher>(std::move(files), absl::GetFlag(FLAGS_key_reload_interval),
-                                            [] { ::kill(::getpid(), SIGHUP); });
+    watcher = std::make_unique<FileWatcher>(std::move(files), absl::GetFlag(FLAGS_key_reload_interval), reload);
   }
 
   // SIGHUP: reload keys, keeping the old ones when that fails.
@@ -404,16 +441,7 @@ int Run() {
   for (;;) {
     sigwait(&signals, &sig);
     if (sig != SIGHUP) break;
-    absl::Status reloaded = ReloadKeys(config, **core, SystemClock::Get());
-    if (reloaded.ok()) {
-      {
-        absl::MutexLock lock(&ops_state.mu);
-        ops_state.last_key_load = absl::Now();
-      }
-      Log(LogLevel::kInfo, absl::StrCat("keys reloaded; verification keys: ", (*core)->keys->Current()->size()));
-    } else {
-      Log(LogLevel::kError, absl::StrCat("key reload failed, keeping the running keys: ", reloaded.message()));
-    }
+    if (absl::Status reloaded = reload(); !reloaded.ok()) Log(LogLevel::kError, reloaded.message());
   }
   watcher.reset();
   Log(LogLevel::kInfo, absl::StrCat("signal ", sig, ": draining (grace ", absl::FormatDuration(absl::GetFlag(FLAGS_shutdown_grace)), ")"));

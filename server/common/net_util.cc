@@ -54,6 +54,20 @@ bool IsLoopbackHost(absl::string_view host) {
   return IsLoopbackIpLiteral(host) || absl::EqualsIgnoreCase(host, "localhost");
 }
 
+bool IsPlainHttpLoopbackUrl(absl::string_view url) {
+  constexpr absl::string_view kScheme = "http://";
+  if (url.size() < kScheme.size() || !absl::EqualsIgnoreCase(url.substr(0, kScheme.size()), kScheme)) return false;
+  url.remove_prefix(kScheme.size());
+  absl::string_view host = url.substr(0, url.find_first_of("/?#"));
+  if (host.find('@') != absl::string_view::npos) return false;
+  if (absl::StartsWith(host, "[")) {
+    host = host.substr(0, host.find(']') == absl::string_view::npos ? host.size() : host.find(']') + 1);
+  } else {
+    host = host.substr(0, host.find(':'));
+  }
+  return IsLoopbackHost(host);
+}
+
 bool IsIpLiteral(absl::string_view host) {
   in_addr v4;
   in6_addr v6;

@@ -37,6 +37,14 @@ bool IsLoopbackIpLiteral(absl::string_view host);
 // Returns true for IsLoopbackIpLiteral(host) and for "localhost" in any case.
 bool IsLoopbackHost(absl::string_view host);
 
+// Returns true when `url` is plain http:// ("http://", any case) to a
+// loopback host (IsLoopbackHost): a URL whose traffic must never go through a
+// proxy, which would read it in clear text (and whose own loopback is another
+// machine's). False for https:// and for an authority holding '@'.
+//   IsPlainHttpLoopbackUrl("http://127.0.0.1:8080/v3/x")  // true
+//   IsPlainHttpLoopbackUrl("https://127.0.0.1/v3/x")      // false
+bool IsPlainHttpLoopbackUrl(absl::string_view url);
+
 // Returns true when `host` (brackets around IPv6 allowed) is an IPv4 dotted
 // quad or an IPv6 address literal.
 bool IsIpLiteral(absl::string_view host);

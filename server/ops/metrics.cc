@@ -185,8 +185,14 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& list
   if (listen.empty()) return metrics;
   // civetweb would take a bare port (or ":PORT") as every interface, and a
   // comma-separated list as several listeners: only one IP:PORT is accepted.
-  if (absl::StatusOr<HostPort> parsed = ParseIpHostPort(listen); !parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics_listen: ", parsed.status().message()));
+  absl::StatusOr<HostPort> parsed = ParseIpHostPort(listen);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat("--metrics_listen: ", parsed.status().message()));
+  // Debian's civetweb (under prometheus-cpp) is built without IPv6: it fails
+  // with "null context when constructing CivetServer".
+  if (parsed->ipv6) {
+    return absl::InvalidArgumentError(
+        "--metrics_listen: IPv6 addresses are not supported (the HTTP server library is built without IPv6); "
+        "use an IPv4 address such as 127.0.0.1:9090");
   }
   try {
     metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/1);

@@ -62,10 +62,11 @@ struct StatsSnapshot {
 
 class Metrics {
  public:
-  // Creates the registry. With a non-empty `listen` (IP:PORT, the host
-  // required: 127.0.0.1:9090, [::1]:9090, 0.0.0.0:9090 for every interface;
-  // port 0 picks one) it also serves /metrics there; kInvalidArgument for a
-  // bare port, a host name, a list, or when it cannot listen.
+  // Creates the registry. With a non-empty `listen` (IPv4:PORT, the host
+  // required: 127.0.0.1:9090, 0.0.0.0:9090 for every interface; port 0 picks
+  // one) it also serves /metrics there; kInvalidArgument for a bare port, a
+  // host name, a list, an IPv6 address (Debian's civetweb has no IPv6), or
+  // when it cannot listen.
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& listen);
   ~Metrics();
 

@@ -21,6 +21,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/common/net_util.h"
 #include "server/wechatpay/error.h"
 
 namespace palmgate::wechatpay {
@@ -478,6 +479,9 @@ class CurlTransport::Loop {
     curl_easy_setopt(h, CURLOPT_PREREQDATA, t.get());
     if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
     if (!options_.proxy.empty()) curl_easy_setopt(h, CURLOPT_PROXY, options_.proxy.c_str());
+    // Plain http:// to this machine never goes through a proxy (flag or environment): it would read the
+    // signed request in clear text, and its loopback is not ours.
+    if (IsPlainHttpLoopbackUrl(t->request.url)) curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     if (!options_.proxy_username.empty()) {
       // libcurl keeps its own copies for the handle's life (not wiped: see SECURITY.md).
       curl_easy_setopt(h, CURLOPT_PROXYUSERNAME, options_.proxy_username.value().c_str());

@@ -58,5 +58,15 @@ TEST(NetUtilTest, ParseIpHostPortNeedsAHost) {
   }
 }
 
+TEST(NetUtilTest, PlainHttpLoopbackUrls) {
+  for (const char* url : {"http://127.0.0.1:8080/v3/x", "HTTP://localhost/v3", "http://[::1]:9/x?y", "http://127.9.0.1"}) {
+    EXPECT_TRUE(IsPlainHttpLoopbackUrl(url)) << url;
+  }
+  for (const char* url : {"https://127.0.0.1/v3/x", "http://10.0.0.1/v3", "http://user@127.0.0.1/",
+                          "http://evil.example#@127.0.0.1", "127.0.0.1:80", "http://localhost.example/"}) {
+    EXPECT_FALSE(IsPlainHttpLoopbackUrl(url)) << url;
+  }
+}
+
 }  // namespace
 }  // namespace palmgate

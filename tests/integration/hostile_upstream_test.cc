@@ -291,6 +291,59 @@ TEST_F(HostileUpstreamTest, TransportBodyBoundIsExact) {
   }
 }
 
+// Plain http:// to a loopback upstream never goes through a proxy, given by
+// flag or by the environment (issue 13, edge F3: libcurl sent the signed
+// Authorization header and the openid to the proxy in clear text). A
+// non-loopback host still goes through it (the proxy is really in use).
+TEST_F(HostileUpstreamTest, PlainHttpLoopbackUpstreamNeverGoesThroughAProxy) {
+  HostileHttpServer::Options plain;
+  auto upstream = HostileHttpServer::Start(plain);
+  ASSERT_THAT(upstream, IsOk());
+  auto proxy = HostileHttpServer::Start(plain);
+  ASSERT_THAT(proxy, IsOk());
+  for (HostileHttpServer* server : {upstream->get(), proxy->get()}) {
+    server->SetScript([](absl::string_view) {
+      HostileScript s;
+      s.head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+      s.body = "{}";
+      return s;
+    });
+  }
+  auto send = [](wechatpay::HttpTransport& transport, const std::string& url) {
+    wechatpay::HttpRequest request;
+    request.url = url;
+    request.timeout = absl::Seconds(10);
+    request.headers.Add("Authorization", "WECHATPAY2-SHA256-RSA2048 signature=\"s3cr3t\"");
+    std::promise<absl::StatusOr<wechatpay::HttpResponse>> done;
+    transport.Send(std::move(request),
+                   [&done](absl::StatusOr<wechatpay::HttpResponse> r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  };
+  for (bool by_environment : {false, true}) {
+    SCOPED_TRACE(by_environment ? "http_proxy" : "--proxy");
+    wechatpay::CurlTransport::Options options;
+    if (by_environment) {
+      ::setenv("http_proxy", (*proxy)->base_url().c_str(), 1);
+    } else {
+      options.proxy = (*proxy)->base_url();
+    }
+    ::unsetenv("no_proxy");
+    ::unsetenv("NO_PROXY");
+    auto transport = wechatpay::CurlTransport::Create(options);
+    ASSERT_THAT(transport, IsOk());
+    const size_t upstream_before = (*upstream)->RequestCount();
+    const size_t proxy_before = (*proxy)->RequestCount();
+    EXPECT_THAT(send(**transport, absl::StrCat((*upstream)->base_url(), "/v3/x")), IsOk());
+    EXPECT_EQ((*upstream)->RequestCount(), upstream_before + 1);
+    EXPECT_EQ((*proxy)->RequestCount(), proxy_before) << "the loopback request went through the proxy";
+    // Control: another host goes through the proxy (which answers itself).
+    EXPECT_THAT(send(**transport, "http://wechatpay.invalid/v3/x"), IsOk());
+    EXPECT_EQ((*proxy)->RequestCount(), proxy_before + 1);
+    transport->reset();
+    ::unsetenv("http_proxy");
+  }
+}
+
 // --- A server that trickles bytes: only the gateway's timeouts end the call.
 
 TEST_F(HostileUpstreamTest, TrickledHeadersEndAtTheUpstreamTimeout) {

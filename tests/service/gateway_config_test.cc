@@ -173,8 +173,13 @@ TEST_F(GatewayConfigTest, PlainHttpUpstreamIsForLoopbackOnly) {
 // Proxy credentials in a URL are visible to other local users (the command
 // line is world-readable in /proc): refused, and never repeated in the message.
 TEST_F(GatewayConfigTest, ProxyUrlWithCredentialsIsRefused) {
+  // The last ones have no scheme at their start, so libcurl guesses http:// and
+  // takes the credentials, whatever "://" follows (issue 13, edge F2).
   for (const char* proxy : {"http://proxyuser:s3cr3t-pw@127.0.0.1:3128", "http://proxyuser@127.0.0.1:3128",
-                            "proxyuser:s3cr3t-pw@127.0.0.1:3128", "socks5h://proxyuser:s3cr3t-pw@127.0.0.1:1080"}) {
+                            "proxyuser:s3cr3t-pw@127.0.0.1:3128", "socks5h://proxyuser:s3cr3t-pw@127.0.0.1:1080",
+                            "proxyuser:s3cr3t-pw@127.0.0.2:48111/x://y", "proxyuser:s3cr3t-pw@127.0.0.2:48111?x://y",
+                            "proxyuser:s3cr3t-pw@127.0.0.2:48111#x://y", "HTTP://proxyuser:s3cr3t-pw@127.0.0.1:3128",
+                            "http://:s3cr3t-pw@127.0.0.1:3128"}) {
     GatewayConfig c = Valid();
     c.proxy = proxy;
     auto core = LoadGateway(c, SystemClock::Get());
@@ -183,17 +188,62 @@ TEST_F(GatewayConfigTest, ProxyUrlWithCredentialsIsRefused) {
     EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("s3cr3t")));
     EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("proxyuser")));
   }
-  GatewayConfig plain = Valid();
-  plain.proxy = "http://127.0.0.1:3128";
-  EXPECT_THAT(LoadGateway(plain, SystemClock::Get()), IsOk());
+  for (const char* proxy : {"http://127.0.0.1:3128", "127.0.0.1:3128", "127.0.0.1:3128/x://y", "socks5h://127.0.0.1:1080"}) {
+    GatewayConfig plain = Valid();
+    plain.proxy = proxy;
+    EXPECT_THAT(LoadGateway(plain, SystemClock::Get()), IsOk()) << proxy;
+  }
   // The same rule for the proxy libcurl would take from the environment.
   for (const char* name : {"HTTPS_PROXY", "https_proxy", "ALL_PROXY", "http_proxy"}) {
-    ::setenv(name, "http://proxyuser:s3cr3t-pw@127.0.0.1:3128", 1);
-    auto core = LoadGateway(Valid(), SystemClock::Get());
-    ::unsetenv(name);
-    EXPECT_THAT(core, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith(std::string(name) + ":"))) << name;
-    EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("s3cr3t")));
+    for (const char* proxy : {"http://proxyuser:s3cr3t-pw@127.0.0.1:3128", "proxyuser:s3cr3t-pw@127.0.0.2:48111/x://y"}) {
+      ::setenv(name, proxy, 1);
+      auto core = LoadGateway(Valid(), SystemClock::Get());
+      ::unsetenv(name);
+      EXPECT_THAT(core, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith(std::string(name) + ":")))
+          << name << "=" << proxy;
+      EXPECT_THAT(std::string(core.status().message()), ::testing::Not(HasSubstr("s3cr3t")));
+    }
   }
+}
+
+// The host judged is the host libcurl connects to: no query or fragment (an
+// '@' after '?' or '#' read as credentials by one parser and not the other),
+// and a port of 1 to 65535 (issue 13, edge F2 and F7).
+TEST_F(GatewayConfigTest, UpstreamIsJudgedAsLibcurlReadsIt) {
+  for (const char* url : {"http://127.0.0.1?@evil.example", "http://127.0.0.1#@evil.example", "https://127.0.0.1:1?x",
+                          "https://127.0.0.1:1/v3#x", "http://127.0.0.1:99999", "http://127.0.0.1:", "http://127.0.0.1:0",
+                          "http://[::1]:", "https://127.0.0.1:65536", "https://127.0.0.1:-1", "http://127.0.0.1:+80"}) {
+    GatewayConfig c = Valid();
+    c.upstream = url;
+    EXPECT_THAT(LoadGateway(c, SystemClock::Get()), StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--upstream:")))
+        << url;
+    GatewayConfig backup = Valid();
+    backup.upstream_backup = url;
+    EXPECT_THAT(LoadGateway(backup, SystemClock::Get()),
+                StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--upstream_backup:")))
+        << url;
+  }
+  for (const char* url : {"https://127.0.0.1:65535", "http://127.0.0.1:1", "http://[::1]:8080/prefix"}) {
+    GatewayConfig c = Valid();
+    c.upstream = url;
+    EXPECT_THAT(LoadGateway(c, SystemClock::Get()), IsOk()) << url;
+  }
+}
+
+// Checked without --apiv3_key_file too (a value that would stop the start-up
+// once the key is added is a mistake already).
+TEST_F(GatewayConfigTest, CertificateRefreshIntervalIsCheckedWithoutAnApiV3Key) {
+  for (absl::Duration interval : {absl::Hours(13), absl::Hours(12), absl::ZeroDuration(), absl::Seconds(-1)}) {
+    GatewayConfig c = Valid();
+    c.certificate_refresh_interval = interval;
+    EXPECT_THAT(LoadGateway(c, SystemClock::Get()),
+                StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--certificate_refresh_interval:")))
+        << interval;
+  }
+  GatewayConfig c = Valid();
+  c.certificate_refresh_min_interval = absl::Seconds(-1);
+  EXPECT_THAT(LoadGateway(c, SystemClock::Get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--certificate_refresh_min_interval:")));
 }
 
 TEST_F(GatewayConfigTest, ProxyCredentialsFileMustHoldOneUserPasswordLine) {

@@ -432,6 +432,43 @@ TEST_F(KeyReloadTest, ChangedVerificationKeyFileIsPickedUpWithoutASignal) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+// A reload started by a changed file that fails for a passing reason (here no
+// descriptor is left: EMFILE) is tried again at the next checks, without a
+// further change (issue 13, edge F4: the change was recorded before the reload
+// and never retried, so a Kubernetes Secret update was lost).
+TEST_F(KeyReloadTest, ReloadFailedForAPassingReasonIsRetriedWithoutAnotherChange) {
+  ASSERT_THAT(WriteFile(secrets_ + "/pub_key.pem", stranger_->PublicKey().ToPem(), 0600), IsOk());
+  auto flags = SecretFlags();
+  flags.push_back("--key_reload_interval=100ms");
+  StartGateway(flags);
+  palmgate::v1::Authorization a;
+  EXPECT_EQ(Call(kOpenid, &a).error_code(), grpc::StatusCode::INTERNAL);
+  // No new descriptor for the gateway: every open() fails with EMFILE.
+  const pid_t pid = gateway_->pid();
+  rlimit before{};
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0);
+  rlimit none = before;
+  none.rlim_cur = 3;
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &none, nullptr), 0);
+  auto right = ReadFile(sandbox_->keys_dir() + "/pub_key.pem");
+  ASSERT_THAT(right, IsOk());
+  ASSERT_THAT(WriteFile(secrets_ + "/pub_key.pem", *right, 0600), IsOk());
+  const absl::Time until = absl::Now() + absl::Seconds(20);
+  std::string log;
+  while (absl::Now() < until) {
+    log = ReadFile(log_path()).value_or("");
+    if (absl::StrContains(log, "retrying every")) break;
+    absl::SleepFor(absl::Milliseconds(20));  // polling the log with a deadline
+  }
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0);
+  EXPECT_THAT(log, HasSubstr("key reload failed, keeping the running keys: --merchant_private_key: open"));
+  EXPECT_THAT(log, HasSubstr("Too many open files; retrying every 100ms until it succeeds"));
+  // The files do not change again: the retry alone picks the new key up.
+  grpc::Status s = CallUntil(/*want_ok=*/true, absl::Seconds(20));
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(ReadFile(log_path()).value_or(""), HasSubstr("keys reloaded"));
+}
+
 TEST_F(KeyReloadTest, FailedReloadKeepsTheRunningKeysAndSaysWhy) {
   auto flags = SecretFlags();
   flags.push_back("--key_reload_interval=0");
@@ -651,6 +688,8 @@ TEST_F(GatewayProcessTest, InsecureSettingsStopStartUpWithOneLineNamingTheSettin
       {"--upstream=http://wechatpay.invalid:8080", "--upstream"},
       {"--upstream_backup=http://backup.wechatpay.invalid", "--upstream_backup"},
       {"--proxy=http://proxyuser:s3cr3t-pw@127.0.0.1:3128", "--proxy"},
+      {"--proxy=proxyuser:s3cr3t-pw@127.0.0.2:48111/x://y", "--proxy"},
+      {"--metrics_listen=[::1]:0", "--metrics_listen"},
       {"--metrics_listen=9090", "--metrics_listen"},
       {"--metrics_listen=:0", "--metrics_listen"},
       {"--metrics_listen=127.0.0.1:0,0", "--metrics_listen"},
@@ -673,6 +712,35 @@ TEST_F(GatewayProcessTest, InsecureSettingsStopStartUpWithOneLineNamingTheSettin
   ASSERT_THAT(gateway, IsOk());
   EXPECT_THAT((*gateway)->Stop(), IsOkAndHolds(0));
   EXPECT_THAT(ReadFile(log_path()).value_or(""), HasSubstr("--allow_insecure_upstream"));
+}
+
+// Bad values stop the start-up with exit 2 and one line naming the flag
+// instead of being taken silently (issue 13, edge F7).
+TEST_F(GatewayProcessTest, BadValuesStopStartUpWithOneLineNamingTheFlag) {
+  auto merchant = SandboxMerchant::Load(sandbox_->keys_dir());
+  ASSERT_THAT(merchant, IsOk());
+  const std::vector<std::string> env = testing::GatewayEnvironmentFor(*sandbox_, *merchant);
+  const std::pair<const char*, const char*> cases[] = {
+      {"--drain_delay=-1s", "--drain_delay"},
+      {"--shutdown_grace=-1s", "--shutdown_grace"},
+      {"--key_reload_interval=-1s", "--key_reload_interval"},
+      {"--tls_reload_interval=-1s", "--tls_reload_interval"},
+      {"--deadline_margin=1h", "--deadline_margin"},
+      {"--deadline_margin=-1ms", "--deadline_margin"},
+      {"--handshake_timeout=0", "--handshake_timeout"},
+      {"--certificate_refresh_interval=13h", "--certificate_refresh_interval"},
+      {"--upstream=http://127.0.0.1:99999", "--upstream"},
+      {"--upstream=http://127.0.0.1:", "--upstream"},
+  };
+  for (const auto& [arg, flag] : cases) {
+    auto gateway = ListeningProcess::Start({PALMGATE_GATEWAY_BINARY, arg}, absl::Seconds(30), log_path(), env);
+    ASSERT_FALSE(gateway.ok()) << arg;
+    EXPECT_THAT(std::string(gateway.status().message()), HasSubstr("exit 2")) << arg;
+    auto log = ReadFile(log_path());
+    ASSERT_THAT(log, IsOk());
+    EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 1) << *log;
+    EXPECT_THAT(*log, HasSubstr(absl::StrCat("palmgate: ", flag, ":"))) << *log;
+  }
 }
 
 // The gateway holds the merchant private key and the APIv3 key: by default

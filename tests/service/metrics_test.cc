@@ -32,6 +32,19 @@ std::set<std::string> CodeLabels(const std::string& text) {
 // Issue 13 finding 10: error bodies are not signed, and 40 random codes made
 // 26 new series of palmgate_upstream_requests_total. Now only a fixed list of
 // WeChat Pay codes is a label value; every other code is OTHER.
+// Debian's civetweb is built without IPv6: an IPv6 address is refused with a
+// line that says so (it was "null context when constructing CivetServer").
+TEST(MetricsTest, IpV6AddressIsRefusedSayingWhy) {
+  for (const char* listen : {"[::1]:0", "[::]:0"}) {
+    absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create(listen);
+    EXPECT_THAT(metrics, testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                           ::testing::AllOf(::testing::StartsWith("--metrics_listen: IPv6"),
+                                                            ::testing::HasSubstr("127.0.0.1:9090"))))
+        << listen;
+  }
+  EXPECT_THAT(Metrics::Create("127.0.0.1:0"), IsOk());
+}
+
 TEST(MetricsTest, UnsignedWechatpayCodesCannotAddSeries) {
   absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create("");
   ASSERT_THAT(metrics, IsOk());
