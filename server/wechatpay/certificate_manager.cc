@@ -611,9 +611,11 @@ void PlatformCertificateManager::OnDownload(int64_t number, uint64_t generation,
       }
     }
 
-    // An on-demand download that brought none of the serials asked for holds
-    // the next on-demand one back (header: ON-DEMAND REFRESH); one that
-    // brought a new certificate WeChat Pay signs with does not.
+    // An on-demand download that brought none of the serials asked for takes
+    // one of the fruitless_burst slots of the window (header: ON-DEMAND
+    // REFRESH); one that brought a new certificate WeChat Pay signs with does
+    // not. With a backup host, a primary that is down is not what decides:
+    // the backup's answer is.
     if (on_demand && !stale) {
       const bool fruitful = std::any_of(waiters_.begin(), waiters_.end(), [this](const Waiter& w) {
         return !w.serial.empty() && ring_ != nullptr && ring_->Find(w.serial) != nullptr;
