@@ -359,6 +359,7 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
     // The first download happens before serving; see certificate_manager.h for its trust decision.
     wechatpay::PlatformCertificateManager::Options mopts;
     mopts.base_url = config.upstream;
+    mopts.backup_url = backup;  // a download that finds the primary down goes there, like calls
     mopts.refresh_interval = config.certificate_refresh_interval;
     mopts.refresh_jitter = std::min(absl::Minutes(30), config.certificate_refresh_interval / 10);
     mopts.min_refresh_interval = config.certificate_refresh_min_interval;

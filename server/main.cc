@@ -72,8 +72,9 @@ ABSL_FLAG(std::string, apiv3_key_file, "",
 ABSL_FLAG(absl::Duration, certificate_refresh_interval, absl::Hours(11),
           "platform certificate refresh period (jitter ±min(30m, 10%); must stay under 12h)");
 ABSL_FLAG(absl::Duration, certificate_refresh_min_interval, absl::Seconds(30),
-          "after an unknown-serial certificate download that brought none of the serials asked for, "
-          "the next one waits this long (start-up, periodic downloads and real rotations never count)");
+          "at most 3 unknown-serial certificate downloads that bring none of the serials asked for start per "
+          "this interval, and such a serial is not looked for again within it (start-up, periodic downloads "
+          "and real rotations never count)");
 ABSL_FLAG(std::string, upstream_ca, "", "file: CA bundle trusted for the upstream TLS (default: system CAs)");
 ABSL_FLAG(std::string, proxy, "",
           "egress proxy URL for upstream calls (default: HTTPS_PROXY/NO_PROXY); a URL with credentials (user:password@) "

@@ -59,6 +59,22 @@ PlatformCertificateManager::Outcome PlatformCertificateManager::Failed(absl::Sta
 
 namespace {
 
+// True when `response` failed in a way that says the host, not the request,
+// is at fault: no connection, TLS failure, timeout, or HTTP 5xx. Such a
+// download is worth sending to the backup host.
+bool SiteDown(const absl::StatusOr<HttpResponse>& response) {
+  if (!response.ok()) return response.status().code() != absl::StatusCode::kCancelled;
+  return response->status >= 500;
+}
+
+// Compares two secrets without an early exit on the first difference.
+bool SameSecret(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PlatformCertificateManager>> PlatformCertificateManager::Create(
@@ -71,6 +87,13 @@ absl::StatusOr<std::unique_ptr<PlatformCertificateManager>> PlatformCertificateM
   }
   if (!absl::StartsWith(options.base_url, "https://") && !absl::StartsWith(options.base_url, "http://")) {
     return absl::InvalidArgumentError("certificate manager: base URL must be http:// or https://");
+  }
+  if (!options.backup_url.empty() && !absl::StartsWith(options.backup_url, "https://") &&
+      !absl::StartsWith(options.backup_url, "http://")) {
+    return absl::InvalidArgumentError("certificate manager: backup URL must be http:// or https://");
+  }
+  if (options.fruitless_burst < 1) {
+    return absl::InvalidArgumentError("certificate manager: fruitless_burst must be at least 1");
   }
   if (options.refresh_interval <= absl::ZeroDuration() || options.refresh_jitter < absl::ZeroDuration() ||
       options.refresh_jitter >= options.refresh_interval) {
@@ -142,39 +165,29 @@ absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Crede
     }
     if (number != 0) SendDownload(number);
   };
-  // The keys held for the fresh download are the new static keys alone: what
-  // earlier downloads brought (under the old APIv3 key) vouches for nothing.
-  absl::StatusOr<std::shared_ptr<const KeyRing>> held = StaticRing(static_keys, clock_.Now());
-  if (!held.ok()) return held.status();
-
-  // The download, waited for here (like start-up); only this call's state is captured.
-  struct State {
-    absl::Notification done;
-    absl::StatusOr<HttpResponse> response;
-  };
-  auto state = std::make_shared<State>();
-  absl::StatusOr<HttpRequest> request = BuildDownloadRequest(*credential, held->get());
-  if (request.ok()) {
-    const TransferId id = transport_->Send(*std::move(request), [state](absl::StatusOr<HttpResponse> r) {
-      state->response = std::move(r);
-      state->done.Notify();
-    });
-    if (!state->done.WaitForNotificationWithTimeout(options_.download_timeout + absl::Seconds(1))) {
-      transport_->Cancel(id);
-      state->done.WaitForNotificationWithTimeout(options_.download_timeout);
-    }
-  } else {
-    state->response = request.status();
-    state->done.Notify();
+  // The keys that vouch for the reload's download: the new static keys and
+  // what earlier downloads brought (header: TRUST DECISION). Nothing but this
+  // call changes downloaded_ meanwhile: no download starts while reloading_,
+  // and one in flight is discarded (generation_).
+  absl::StatusOr<std::shared_ptr<const KeyRing>> held;
+  bool same_apiv3_key;
+  {
+    absl::MutexLock lock(&mu_);
+    same_apiv3_key = SameSecret(apiv3_key_.view(), apiv3_key.view());
+    held = HeldForReloadLocked(static_keys, clock_.Now());
   }
-  absl::StatusOr<HttpResponse> response =
-      MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout, "no answer before the deadline");
-  if (state->done.HasBeenNotified()) response = std::move(state->response);
+  if (!held.ok()) return held.status();
+  absl::StatusOr<std::shared_ptr<const KeyRing>> static_ring = StaticRing(static_keys, clock_.Now());
+  if (!static_ring.ok()) return static_ring.status();
+
+  absl::StatusOr<HttpResponse> response = DownloadBlocking(*credential, held->get());
   const absl::Time now = clock_.Now();
   Outcome outcome = Evaluate(response, *held, apiv3_key.value(), now);
-  const bool static_usable = HoldsUsableKey(held->get(), now);
-  const bool not_found_ok = outcome.not_found && *held != nullptr;
-  if (!outcome.status.ok() && !static_usable && !not_found_ok) {
+  // What is usable if this download is not used: the static keys, plus the
+  // downloaded certificates when the APIv3 key they came under stays.
+  const bool kept_usable = HoldsUsableKey(same_apiv3_key ? held->get() : static_ring->get(), now);
+  const bool not_found_ok = outcome.not_found && *static_ring != nullptr;
+  if (!outcome.status.ok() && !kept_usable && !not_found_ok) {
     return outcome.not_found ? absl::FailedPreconditionError(
                                    "wechatpay has no platform certificates for this merchant (GET /v3/certificates "
                                    "answered 404 RESOURCE_NOT_EXISTS) and no WeChat Pay public key is configured")
@@ -187,11 +200,13 @@ absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Crede
     std::shared_ptr<const Credential> old_credential = credential_;
     crypto::SecretString old_key = std::move(apiv3_key_);  // wiped when it goes, kept on failure
     StaticVerificationKeys old_static = std::move(static_keys_);
-    std::map<std::string, Downloaded> old_downloaded = std::move(downloaded_);
+    std::map<std::string, Downloaded> old_downloaded = downloaded_;
     credential_ = std::move(credential);
     apiv3_key_ = std::move(apiv3_key);
     static_keys_ = std::move(static_keys);
-    downloaded_.clear();
+    // Same APIv3 key: what was downloaded stays (nothing to drop). A new one:
+    // what came under the old key goes, trusted or not by this download.
+    if (!same_apiv3_key) downloaded_.clear();
     if (outcome.status.ok()) {
       for (const crypto::Certificate& c : outcome.certificates) {
         downloaded_.insert_or_assign(c.serial(), Downloaded{c, now});
@@ -206,10 +221,12 @@ absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Crede
       RebuildLocked(now).IgnoreError();  // restores next_change_ and the stats
       return built;
     }
+    if (!same_apiv3_key) fruitless_serials_.clear();  // judged under the old key's listing
     ++generation_;  // as at the start: whatever is in flight was sent before the commit
     stats_.last_attempt = now;
     ++stats_.downloads_started;
-    stats_.platform_certificates_unavailable = outcome.not_found;
+    if (outcome.untrusted) ++stats_.downloads_untrusted;
+    if (outcome.status.ok() || outcome.not_found) stats_.platform_certificates_unavailable = outcome.not_found;
     if (outcome.status.ok() || not_found_ok) {
       stats_.last_success = now;
       stats_.last_error = absl::OkStatus();
@@ -218,12 +235,72 @@ absl::Status PlatformCertificateManager::Reconfigure(std::shared_ptr<const Crede
       ++stats_.downloads_failed;
       stats_.last_error = outcome.status;
       next_periodic_ = now + options_.retry_interval;
-      Log(LogLevel::kWarning, absl::StrCat(outcome.status.message(), "; key reload keeps the configured keys only, "
-                                                                     "retrying the download in the background"));
+      Log(LogLevel::kWarning,
+          absl::StrCat(outcome.status.message(),
+                       same_apiv3_key ? "; key reload keeps the keys held so far (same APIv3 key)"
+                                      : "; key reload keeps the configured keys only (new APIv3 key)",
+                       ", retrying the download in the background"));
     }
   }
   NotifyUsability();
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const KeyRing>> PlatformCertificateManager::HeldForReloadLocked(
+    const StaticVerificationKeys& static_keys, absl::Time now) const {
+  KeyRing::Builder builder;
+  bool any = false;
+  if (!static_keys.public_key_id.empty()) {
+    PALMGATE_RETURN_IF_ERROR(builder.AddPublicKeyPem(static_keys.public_key_id, static_keys.public_key_pem));
+    any = true;
+  }
+  for (const crypto::Certificate& c : static_keys.certificates) {
+    PALMGATE_RETURN_IF_ERROR(builder.AddCertificate(c));
+    any = true;
+  }
+  for (const auto& [serial, d] : downloaded_) {
+    // Only a certificate valid now vouches; a pinned one with the same serial wins.
+    if (d.certificate.not_before() <= now && now < d.certificate.not_after() &&
+        builder.AddCertificate(d.certificate).ok()) {
+      any = true;
+    }
+  }
+  if (!any) return std::shared_ptr<const KeyRing>();
+  return std::move(builder).Build(now);
+}
+
+absl::StatusOr<HttpResponse> PlatformCertificateManager::DownloadBlocking(const Credential& credential,
+                                                                          const KeyRing* held) {
+  struct State {
+    absl::Notification done;
+    absl::StatusOr<HttpResponse> response;
+  };
+  absl::StatusOr<HttpResponse> response =
+      MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout, "no answer before the deadline");
+  for (const bool backup : {false, true}) {
+    if (backup && (options_.backup_url.empty() || !SiteDown(response))) break;
+    absl::StatusOr<HttpRequest> request = BuildDownloadRequest(credential, held, backup);
+    if (!request.ok()) return request.status();
+    if (backup) {
+      absl::MutexLock lock(&mu_);
+      ++stats_.downloads_from_backup;
+    }
+    // Only this call's state is captured: the callback may outlive the wait.
+    auto state = std::make_shared<State>();
+    const TransferId id = transport_->Send(*std::move(request), [state](absl::StatusOr<HttpResponse> r) {
+      state->response = std::move(r);
+      state->done.Notify();
+    });
+    if (!state->done.WaitForNotificationWithTimeout(options_.download_timeout + absl::Seconds(1))) {
+      transport_->Cancel(id);
+      state->done.WaitForNotificationWithTimeout(options_.download_timeout);
+    }
+    response = state->done.HasBeenNotified()
+                   ? std::move(state->response)
+                   : MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
+                               "no answer before the deadline");
+  }
+  return response;
 }
 
 PlatformCertificateManager::~PlatformCertificateManager() { Stop(); }
@@ -283,8 +360,55 @@ absl::Time PlatformCertificateManager::NextPeriodicLocked(absl::Time now) {
 
 bool PlatformCertificateManager::UsableLocked(absl::Time now) const { return HoldsUsableKey(ring_.get(), now); }
 
-bool PlatformCertificateManager::OnDemandAllowedLocked(absl::Time now) const {
-  return now - last_fruitless_on_demand_ >= options_.min_refresh_interval;
+bool PlatformCertificateManager::OnDemandAllowedLocked(absl::Time now) {
+  while (!fruitless_.empty() && now - fruitless_.front() >= options_.min_refresh_interval) fruitless_.pop_front();
+  return fruitless_.size() < static_cast<size_t>(options_.fruitless_burst);
+}
+
+bool PlatformCertificateManager::RememberedFruitlessLocked(absl::string_view serial, absl::Time now) {
+  auto it = fruitless_serials_.find(std::string(serial));
+  if (it == fruitless_serials_.end()) return false;
+  if (now - it->second < options_.min_refresh_interval) return true;
+  fruitless_serials_.erase(it);
+  return false;
+}
+
+void PlatformCertificateManager::RememberFruitlessLocked(const std::string& serial, absl::Time now) {
+  if (serial.empty() || serial.size() > 64) return;  // a real serial is 40 hex digits or a PUB_KEY_ID_
+  if (fruitless_serials_.size() >= kMaxRememberedSerials && fruitless_serials_.count(serial) == 0) {
+    for (auto it = fruitless_serials_.begin(); it != fruitless_serials_.end();) {
+      it = now - it->second >= options_.min_refresh_interval ? fruitless_serials_.erase(it) : std::next(it);
+    }
+    if (fruitless_serials_.size() >= kMaxRememberedSerials) {
+      fruitless_serials_.erase(std::min_element(fruitless_serials_.begin(), fruitless_serials_.end(),
+                                                [](const auto& a, const auto& b) { return a.second < b.second; }));
+    }
+  }
+  fruitless_serials_.insert_or_assign(serial, now);
+}
+
+absl::Status PlatformCertificateManager::RateLimitedLocked(absl::string_view serial, absl::Time now,
+                                                           bool remembered) {
+  ++stats_.refreshes_rate_limited;
+  const std::string why =
+      remembered ? absl::StrCat("a download less than ", absl::FormatDuration(options_.min_refresh_interval),
+                                " ago did not bring this serial")
+                 : absl::StrCat(fruitless_.size(), " unknown-serial downloads in the last ",
+                                absl::FormatDuration(options_.min_refresh_interval),
+                                " brought none of the serials asked for");
+  if (now - last_limit_log_ >= options_.min_refresh_interval) {
+    last_limit_log_ = now;
+    Log(LogLevel::kWarning,
+        absl::StrCat("wechatpay: platform certificate refresh rate limited (", why,
+                     "); answers signed by serials the gateway does not hold fail until it may download again "
+                     "(logged once per ",
+                     absl::FormatDuration(options_.min_refresh_interval), ")"));
+  }
+  UpstreamError e;
+  e.reason = ErrorReason::kUnknownWechatpaySerial;
+  e.serial = std::string(serial.substr(0, 64));
+  return MakeError(absl::StatusCode::kResourceExhausted,
+                   absl::StrCat("refresh platform certificates: rate limited (", why, ")"), std::move(e));
 }
 
 int64_t PlatformCertificateManager::BeginDownloadLocked(absl::Time now, bool on_demand) {
@@ -299,7 +423,8 @@ int64_t PlatformCertificateManager::BeginDownloadLocked(absl::Time now, bool on_
 }
 
 absl::StatusOr<HttpRequest> PlatformCertificateManager::BuildDownloadRequest(const Credential& credential,
-                                                                             const KeyRing* held) const {
+                                                                             const KeyRing* held,
+                                                                             bool backup) const {
   absl::StatusOr<std::string> authorization = credential.AuthorizationHeader("GET", kCertificatesPath, "");
   if (!authorization.ok()) {
     return MakeError(absl::StatusCode::kInternal, ErrorReason::kConfiguration,
@@ -307,7 +432,7 @@ absl::StatusOr<HttpRequest> PlatformCertificateManager::BuildDownloadRequest(con
   }
   HttpRequest request;
   request.method = "GET";
-  request.url = absl::StrCat(options_.base_url, kCertificatesPath);
+  request.url = absl::StrCat(backup ? options_.backup_url : options_.base_url, kCertificatesPath);
   request.timeout = options_.download_timeout;
   request.headers.Add("Accept", "application/json");
   request.headers.Add("Authorization", *std::move(authorization));
@@ -319,7 +444,7 @@ absl::StatusOr<HttpRequest> PlatformCertificateManager::BuildDownloadRequest(con
   return request;
 }
 
-void PlatformCertificateManager::SendDownload(int64_t number) {
+void PlatformCertificateManager::SendDownload(int64_t number, bool backup) {
   std::shared_ptr<const KeyRing> ring;
   std::shared_ptr<const Credential> credential;
   uint64_t generation;
@@ -328,14 +453,33 @@ void PlatformCertificateManager::SendDownload(int64_t number) {
     ring = ring_;
     credential = credential_;
     generation = generation_;
+    if (backup) ++stats_.downloads_from_backup;
   }
-  absl::StatusOr<HttpRequest> request = BuildDownloadRequest(*credential, ring.get());
+  absl::StatusOr<HttpRequest> request = BuildDownloadRequest(*credential, ring.get(), backup);
   if (!request.ok()) {
     OnDownload(number, generation, std::move(ring), request.status());
     return;
   }
-  const TransferId id =
-      transport_->Send(*std::move(request), [this, number, generation, ring](absl::StatusOr<HttpResponse> r) {
+  const TransferId id = transport_->Send(
+      *std::move(request), [this, number, generation, ring, backup](absl::StatusOr<HttpResponse> r) {
+        // The primary is down: the same download once more, to the backup
+        // (header: ON-DEMAND REFRESH), unless it is moot by now.
+        if (!backup && !options_.backup_url.empty() && SiteDown(r)) {
+          bool retry;
+          {
+            absl::MutexLock lock(&mu_);
+            retry = !stopping_ && in_flight_ && downloads_started_ == number && generation == generation_;
+            if (retry) transfer_ = 0;
+          }
+          if (retry) {
+            Log(LogLevel::kWarning,
+                absl::StrCat(kWhat, "the primary failed (",
+                             r.ok() ? absl::StrCat("HTTP ", r->status) : std::string(r.status().message()),
+                             "); trying the backup"));
+            SendDownload(number, /*backup=*/true);
+            return;
+          }
+        }
         OnDownload(number, generation, ring, std::move(r));
       });
   bool cancel = false;
@@ -425,15 +569,16 @@ void PlatformCertificateManager::OnDownload(int64_t number, uint64_t generation,
     const bool stale = generation != generation_;
     absl::Status status = outcome.status;
     if (!stale) {
-      if (outcome.status.ok() || outcome.not_found) {
+      // Only a verified listing changes the key set (header: TRUST DECISION):
+      // an unsigned 404 or a refused answer neither adds nor retires.
+      if (outcome.status.ok()) {
         for (const crypto::Certificate& c : outcome.certificates) {
           downloaded_.insert_or_assign(c.serial(), Downloaded{c, now});
         }
         for (auto it = downloaded_.begin(); it != downloaded_.end();) {
           it = it->second.last_listed + options_.retired_grace <= now ? downloaded_.erase(it) : std::next(it);
         }
-        absl::Status rebuilt = RebuildLocked(now);
-        if (outcome.status.ok()) status = rebuilt;
+        status = RebuildLocked(now);
       }
       if (outcome.untrusted) ++stats_.downloads_untrusted;
       if (outcome.not_found) {
@@ -466,14 +611,25 @@ void PlatformCertificateManager::OnDownload(int64_t number, uint64_t generation,
       }
     }
 
-    // An on-demand download that brought none of the serials asked for holds
-    // the next on-demand one back (header: ON-DEMAND REFRESH); one that
-    // brought a new certificate WeChat Pay signs with does not.
+    // An on-demand download that brought none of the serials asked for takes
+    // one of the fruitless_burst slots of the window (header: ON-DEMAND
+    // REFRESH); one that brought a new certificate WeChat Pay signs with does
+    // not. With a backup host, a primary that is down is not what decides:
+    // the backup's answer is.
     if (on_demand && !stale) {
       const bool fruitful = std::any_of(waiters_.begin(), waiters_.end(), [this](const Waiter& w) {
         return !w.serial.empty() && ring_ != nullptr && ring_->Find(w.serial) != nullptr;
       });
-      if (!fruitful) last_fruitless_on_demand_ = started;
+      if (!fruitful) {
+        fruitless_.push_back(started);
+        // A verified listing without them: these serials are not looked for
+        // again for a while, whatever else downloads meanwhile.
+        if (outcome.status.ok()) {
+          for (const Waiter& w : waiters_) {
+            if (w.rate_limited && w.needs_after < number) RememberFruitlessLocked(w.serial, now);
+          }
+        }
+      }
     }
 
     std::vector<Waiter> remaining;
@@ -501,13 +657,7 @@ void PlatformCertificateManager::OnDownload(int64_t number, uint64_t generation,
         next = BeginDownloadLocked(now, /*on_demand=*/!any_unlimited);
       } else {
         for (Waiter& w : remaining) {
-          ++stats_.refreshes_rate_limited;
-          UpstreamError e;
-          e.reason = ErrorReason::kUnknownWechatpaySerial;
-          e.serial = w.serial.substr(0, 64);
-          to_run.emplace_back(std::move(w.done),
-                              MakeError(absl::StatusCode::kResourceExhausted,
-                                        "refresh platform certificates: rate limited", std::move(e)));
+          to_run.emplace_back(std::move(w.done), RateLimitedLocked(w.serial, now, /*remembered=*/false));
         }
       }
     }
@@ -554,6 +704,8 @@ void PlatformCertificateManager::RefreshForUnknownSerial(absl::string_view seria
       immediate = absl::CancelledError("certificate manager stopped");
     } else if (ring_ != nullptr && ring_->Find(serial) != nullptr) {
       immediate = absl::OkStatus();  // another refresh already brought it
+    } else if (RememberedFruitlessLocked(serial, now)) {
+      immediate = RateLimitedLocked(serial, now, /*remembered=*/true);
     } else if (in_flight_ || reloading_) {
       // Share it; if it started before this serial was seen and does not
       // bring it, OnDownload starts one follow-up for all such waiters (a
@@ -561,17 +713,7 @@ void PlatformCertificateManager::RefreshForUnknownSerial(absl::string_view seria
       waiters_.push_back(Waiter{std::string(serial), downloads_started_, true, std::move(done)});
       return;
     } else if (!OnDemandAllowedLocked(now)) {
-      ++stats_.refreshes_rate_limited;
-      UpstreamError e;
-      e.reason = ErrorReason::kUnknownWechatpaySerial;
-      e.serial = std::string(serial.substr(0, 64));
-      immediate = MakeError(
-          absl::StatusCode::kResourceExhausted,
-          absl::StrCat("refresh platform certificates: rate limited (an unknown-serial download ",
-                       absl::FormatDuration(absl::Trunc(now - last_fruitless_on_demand_, absl::Milliseconds(1))),
-                       " ago brought none of the serials asked for; the next one after ",
-                       absl::FormatDuration(options_.min_refresh_interval), ")"),
-          std::move(e));
+      immediate = RateLimitedLocked(serial, now, /*remembered=*/false);
     } else {
       waiters_.push_back(Waiter{std::string(serial), downloads_started_, true, std::move(done)});
       number = BeginDownloadLocked(now, /*on_demand=*/true);

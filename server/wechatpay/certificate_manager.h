@@ -47,24 +47,57 @@
 //     it as secret as the merchant private key; configure a public key or pin
 //     a certificate to take the APIv3 key out of the trust path. No chain to a
 //     WeChat Pay CA is checked (none is published for this purpose).
-//   * Reconfigure (key reload) drops every downloaded certificate: the ring is
-//     rebuilt from the new static keys and a fresh download made under the new
-//     APIv3 key and the same rules. A download that was in flight across a
-//     reload is discarded and redone.
+//   * Only a verified answer changes the key set. A download that fails, is
+//     refused, or is an unverified 404 neither adds, drops nor retires a
+//     downloaded certificate (so an unsigned 404 cannot empty the ring).
+//   * Key reload (Reconfigure) never reopens trust on first use while a usable
+//     key is held. The keys held for the reload's download are the new static
+//     keys plus the certificates downloaded so far (still valid ones vouch,
+//     as WeChat Pay's real listing is signed by them):
+//       - APIv3 key unchanged (same bytes; e.g. SIGHUP, or a key file touched
+//         or rewritten with the same content): the downloaded certificates
+//         and the trust state stay as they are; a trusted download adds to
+//         them, a refused or failed one changes nothing.
+//       - APIv3 key changed: the downloaded certificates are replaced by
+//         what the reload's download brings, and that download must verify
+//         with a held key (static, or downloaded under the old key). If it
+//         fails or is refused they are dropped all the same (they came under
+//         the old key); without a usable static key the reload then fails
+//         and nothing changes. Only a gateway holding no usable key at all
+//         falls back to trust on first use under the new key. A gateway that
+//         was poisoned on first use therefore stays so across a key change:
+//         restart it (a fresh first use) or configure a public key or pinned
+//         certificate.
+//     A download that was in flight across a reload is discarded and redone.
 //
 // ON-DEMAND REFRESH (RefreshForUnknownSerial):
 //   * A request for a serial the ring does not hold starts a download at once
 //     unless one is in flight; concurrent requests share it. A request that
 //     arrives while a download is in flight (started before the serial was
 //     seen) and is not satisfied by it gets one follow-up download.
-//   * Start-up, periodic and reload downloads do not count against
-//     `min_refresh_interval`; neither does an on-demand download that brought
-//     a serial it was asked for (a real rotation, at any moment, even right
-//     after another one). Only an on-demand download that brought none of the
-//     serials asked for (random serials from a hostile or broken upstream, or
-//     a failed download) holds further on-demand downloads back for
-//     `min_refresh_interval`: such requests fail at once with
-//     kResourceExhausted instead of downloading in a loop.
+//   * Start-up, periodic and reload downloads do not count against the
+//     limit; neither does an on-demand download that brought a serial it was
+//     asked for (a real rotation, at any moment, even right after another
+//     one). An on-demand download that brought none of the serials asked for
+//     (random serials from a hostile or broken upstream, or a download that
+//     failed on every host) is fruitless:
+//       - its serials are remembered for `min_refresh_interval` (at most
+//         kMaxRememberedSerials of them) when the listing was verified and
+//         did not hold them: the same stray serial does not download again
+//         (kResourceExhausted at once);
+//       - at most `fruitless_burst` fruitless downloads start per
+//         `min_refresh_interval` (sliding window); beyond that, requests for
+//         other unknown serials fail at once with kResourceExhausted, logged
+//         as "rate limited" once per interval. One stray serial therefore
+//         never blocks the refresh a real rotation needs. A flood of distinct
+//         random serials (answers whose signatures cannot verify) still
+//         exhausts the window, and a rotation in that window then fails its
+//         calls until the window has room again.
+//   * Every download goes to `base_url` first; one that fails there in a
+//     site-down way (no connection, TLS failure, timeout, HTTP 5xx) is sent
+//     again to `backup_url` when one is set, and judged by that answer (a
+//     primary failure alone never makes a refresh fruitless when a backup
+//     exists).
 //
 // Thread safety: all public methods are thread-safe. Callbacks (KeyRefresher
 // `done`, the usability listener) never run under the manager's mutex.
@@ -81,6 +114,7 @@
 #define PALMGATE_SERVER_WECHATPAY_CERTIFICATE_MANAGER_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -107,6 +141,8 @@
 namespace palmgate::wechatpay {
 
 inline constexpr absl::string_view kCertificatesPath = "/v3/certificates";
+// Most serials remembered as not brought by a download (ON-DEMAND REFRESH).
+inline constexpr size_t kMaxRememberedSerials = 256;
 
 // Keys configured by the operator, always part of the ring.
 struct StaticVerificationKeys {
@@ -119,16 +155,21 @@ class PlatformCertificateManager final : public KeyRefresher {
  public:
   struct Options {
     std::string base_url;  // scheme://host[:port], no path
+    // Where a download that failed on base_url in a site-down way goes next
+    // (see ON-DEMAND REFRESH); empty: nowhere.
+    std::string backup_url;
     // Periodic refresh: every refresh_interval ± refresh_jitter (uniform).
     // refresh_interval + refresh_jitter must stay under 12 h.
     absl::Duration refresh_interval = absl::Hours(11);
     absl::Duration refresh_jitter = absl::Minutes(30);
     // After a failed periodic download, the next try comes this much later.
     absl::Duration retry_interval = absl::Minutes(5);
-    // After an on-demand (unknown-serial) download that brought none of the
-    // serials asked for, further on-demand downloads wait this long (see
-    // ON-DEMAND REFRESH). Other downloads neither count nor wait.
+    // The window of the on-demand limit and how long a serial a download did
+    // not bring is remembered (see ON-DEMAND REFRESH). Other downloads
+    // neither count nor wait.
     absl::Duration min_refresh_interval = absl::Seconds(30);
+    // Fruitless on-demand downloads allowed per min_refresh_interval (>= 1).
+    int fruitless_burst = 3;
     absl::Duration download_timeout = absl::Seconds(10);
     // How long a certificate no longer listed is still accepted.
     absl::Duration retired_grace = absl::Minutes(10);
@@ -152,6 +193,7 @@ class PlatformCertificateManager final : public KeyRefresher {
     int64_t ring_swaps = 0;
     int64_t refreshes_rate_limited = 0;
     int64_t downloads_untrusted = 0;  // refused: not signed by a held key (see TRUST DECISION)
+    int64_t downloads_from_backup = 0;  // sent to backup_url after a site-down failure of base_url
     bool platform_certificates_unavailable = false;  // /v3/certificates answered 404
     bool usable = false;           // the ring holds a key valid now
   };
@@ -202,15 +244,16 @@ class PlatformCertificateManager final : public KeyRefresher {
   Stats GetStats() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Key reload: replaces the signing credential, the APIv3 key and the static
-  // keys, drops every downloaded certificate, and downloads afresh with the
-  // new settings, trusting the download only if a new static key verifies it
-  // (or, without static keys, on first use under the new APIv3 key; see TRUST
-  // DECISION). Waits for that download until its timeout. OK when the new
-  // ring (static keys plus the fresh download) is in place, also when the
-  // download failed but the static keys alone are usable (the timer retries
-  // after `retry_interval`). On error (an unusable static key, an APIv3 key
-  // that is not 32 bytes, a failed download without static keys, kCancelled
-  // after Stop()) nothing changes. A download in flight meanwhile is
+  // keys, and downloads afresh with the new settings, trusting the download
+  // only if a held key (a new static key or a downloaded certificate)
+  // verifies it, or on first use when none is held (see TRUST DECISION).
+  // With the same APIv3 key the downloaded certificates stay; with a new one
+  // they are replaced by this download's. Waits for that download until its
+  // timeout. OK when the new ring is in place, also when the download failed
+  // but the keys kept are usable (the timer retries after
+  // `retry_interval`). On error (an unusable static key, an APIv3 key that
+  // is not 32 bytes, a new APIv3 key whose download failed without a usable
+  // static key, kCancelled after Stop()) nothing changes. A download in flight meanwhile is
   // discarded, and refresh requests made meanwhile wait; one download with
   // the settings in force afterwards serves them. Not on the transport's
   // thread, nor concurrently with Stop().
@@ -220,8 +263,9 @@ class PlatformCertificateManager final : public KeyRefresher {
   // KeyRefresher. OK at once when the ring already holds `serial` (another
   // refresh got it); otherwise OK once a download that started after this
   // call completed (the ring may or may not hold `serial` then). kResourceExhausted
-  // at once when an on-demand download that brought none of its serials
-  // started less than min_refresh_interval ago (see ON-DEMAND REFRESH); the
+  // at once when `serial` was not brought by a download less than
+  // min_refresh_interval ago, or the fruitless downloads of the last
+  // min_refresh_interval used up `fruitless_burst` (see ON-DEMAND REFRESH); the
   // download's error when it failed; kCancelled after Stop().
   void RefreshForUnknownSerial(absl::string_view serial, Callback done) override ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -252,11 +296,28 @@ class PlatformCertificateManager final : public KeyRefresher {
   // unlocking. `on_demand`: started only for unknown-serial requests.
   int64_t BeginDownloadLocked(absl::Time now, bool on_demand) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // True when an on-demand download may start now (see ON-DEMAND REFRESH).
-  bool OnDemandAllowedLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool OnDemandAllowedLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when a download less than min_refresh_interval ago did not bring `serial`.
+  bool RememberedFruitlessLocked(absl::string_view serial, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RememberFruitlessLocked(const std::string& serial, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The kResourceExhausted answer to a refused refresh; counts it and logs
+  // (once per min_refresh_interval) that refreshes are rate limited.
+  absl::Status RateLimitedLocked(absl::string_view serial, absl::Time now, bool remembered)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Static keys plus the downloaded certificates: what vouches for a reload's download.
+  absl::StatusOr<std::shared_ptr<const KeyRing>> HeldForReloadLocked(const StaticVerificationKeys& static_keys,
+                                                                     absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends `request` to base_url and, after a site-down failure there, to
+  // backup_url; waits up to the download timeout for each (Reconfigure).
+  absl::StatusOr<HttpResponse> DownloadBlocking(const Credential& credential, const KeyRing* held)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Returns the signed GET /v3/certificates request, asking WeChat Pay to sign
   // with `held`'s preferred key (none when `held` is null).
-  absl::StatusOr<HttpRequest> BuildDownloadRequest(const Credential& credential, const KeyRing* held) const;
-  void SendDownload(int64_t number) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<HttpRequest> BuildDownloadRequest(const Credential& credential, const KeyRing* held,
+                                                   bool backup = false) const;
+  // `backup`: to backup_url (after a site-down failure on base_url).
+  void SendDownload(int64_t number, bool backup = false) ABSL_LOCKS_EXCLUDED(mu_);
   // `held`: the ring when the download was sent; `generation`: generation_ then.
   void OnDownload(int64_t number, uint64_t generation, std::shared_ptr<const KeyRing> held,
                   absl::StatusOr<HttpResponse> response) ABSL_LOCKS_EXCLUDED(mu_);
@@ -296,8 +357,11 @@ class PlatformCertificateManager final : public KeyRefresher {
   int busy_ ABSL_GUARDED_BY(mu_) = 0;  // OnDownload calls still running (after in_flight_ cleared)
   TransferId transfer_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time in_flight_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // Start of the last on-demand download that brought none of its serials.
-  absl::Time last_fruitless_on_demand_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Starts of the fruitless on-demand downloads of the last min_refresh_interval.
+  std::deque<absl::Time> fruitless_ ABSL_GUARDED_BY(mu_);
+  // Serials a verified download did not bring, and when (see ON-DEMAND REFRESH).
+  std::map<std::string, absl::Time> fruitless_serials_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_limit_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_periodic_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time next_change_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // a cert expires or becomes valid
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -46,7 +46,8 @@ using ::palmgate::testing::TestHttpRequest;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
-constexpr char kSeed[] = R"({"users":[{"openid":"o-rot","organization_id":"1004","state":"AUTHORIZATION_STATE_ON"}]})";
+constexpr char kSeed[] = R"({"users":[{"openid":"o-rot","organization_id":"1004","state":"AUTHORIZATION_STATE_ON"},
+    {"openid":"o-stray","organization_id":"1004","state":"AUTHORIZATION_STATE_ON","fault":"unknown_serial"}]})";
 
 enum class Mode { kPlatformCertificates, kPinnedCertificate, kPublicKey, kMixed };
 
@@ -56,6 +57,7 @@ class CertificateRotationTest : public ::testing::Test {
     SandboxProcessOptions options;
     options.seed_json = kSeed;
     options.public_key_only = public_key_only;
+    options.faults = true;  // o-stray's answers are signed by a key in no listing
     options.threads = 2;
     auto sandbox = SandboxProcess::Start(options);
     ASSERT_THAT(sandbox, IsOk());
@@ -83,10 +85,10 @@ class CertificateRotationTest : public ::testing::Test {
     return c;
   }
 
-  static absl::StatusOr<wechatpay::AuthorizationResult> Query(GatewayCore& core) {
+  static absl::StatusOr<wechatpay::AuthorizationResult> Query(GatewayCore& core, const std::string& openid = "o-rot") {
     std::promise<absl::StatusOr<wechatpay::AuthorizationResult>> promise;
     auto future = promise.get_future();
-    core.client->GetAuthorization("o-rot", "1004", absl::Now() + absl::Seconds(5),
+    core.client->GetAuthorization(openid, "1004", absl::Now() + absl::Seconds(5),
                                   [&promise](absl::StatusOr<wechatpay::AuthorizationResult> r) {
                                     promise.set_value(std::move(r));
                                   });
@@ -103,6 +105,35 @@ class CertificateRotationTest : public ::testing::Test {
     if (!response.ok()) return {};
     EXPECT_EQ(response->status, 200) << response->body;
     return nlohmann::json::parse(response->body, nullptr, false);
+  }
+
+  // Rotates the sandbox's platform certificate (add, activate); returns the new serial.
+  std::string Rotate() {
+    const std::string added = Admin("/_sandbox/certificates/add").value("serial_no", "");
+    EXPECT_FALSE(added.empty());
+    Admin("/_sandbox/certificates/activate?serial_no=" + added);
+    return added;
+  }
+
+  // 15 calls, 5 at a time; returns how many failed (and the first failure in `first`).
+  static int FailedCalls(GatewayCore& core, const std::string& want_verified_by, std::string* first) {
+    std::vector<std::future<absl::StatusOr<wechatpay::AuthorizationResult>>> calls;
+    for (int i = 0; i < 15; ++i) {
+      calls.push_back(std::async(std::launch::async, [&core] { return Query(core); }));
+      if (calls.size() % 5 == 0) {
+        for (size_t j = calls.size() - 5; j < calls.size(); ++j) calls[j].wait();
+      }
+    }
+    int failed = 0;
+    for (auto& call : calls) {
+      auto r = call.get();
+      if (r.ok()) {
+        EXPECT_EQ(r->verified_by, want_verified_by);
+      } else if (failed++ == 0) {
+        *first = r.status().ToString();
+      }
+    }
+    return failed;
   }
 
   std::unique_ptr<SandboxProcess> sandbox_;
@@ -298,6 +329,60 @@ TEST_F(CertificateRotationTest, RotationsInTheFirstSecondAfterStartFailNoCall) {
   EXPECT_EQ(stats.refreshes_rate_limited, 0);
   EXPECT_LE(stats.downloads_started, 1 + 2 * 2);  // start-up, then shared refreshes
   EXPECT_NE(core.keys->Current()->Find(rotated[1]), nullptr);
+}
+
+// Retest F4a: one answer signed by a stray serial (sandbox fault on one
+// user) must not hold back the refresh that a real rotation right after it
+// needs: every call for the other users succeeds.
+TEST_F(CertificateRotationTest, StrayUnknownSerialDoesNotBlockTheNextRotation) {
+  StartSandbox();
+  GatewayConfig config = Config(Mode::kPlatformCertificates);
+  ASSERT_EQ(config.certificate_refresh_min_interval, absl::Seconds(30));  // production
+  auto loaded = LoadGateway(config, SystemClock::Get());
+  ASSERT_THAT(loaded, IsOk());
+  GatewayCore& core = **loaded;
+  auto stray = Query(core, "o-stray");
+  EXPECT_FALSE(stray.ok());
+  EXPECT_EQ(core.certificates->GetStats().downloads_started, 2);  // start-up, the stray serial's refresh
+  const std::string added = Rotate();
+  std::string first_failure;
+  EXPECT_EQ(FailedCalls(core, added, &first_failure), 0) << first_failure;
+  EXPECT_NE(core.keys->Current()->Find(added), nullptr);
+}
+
+// Retest F4b: the primary answers 500 to everything (the calls go to the
+// backup); a rotation is fetched from the backup too, and no call fails.
+TEST_F(CertificateRotationTest, RotationWhileThePrimaryIsDownIsFetchedFromTheBackup) {
+  StartSandbox();
+  auto primary = HostileHttpServer::Start({});
+  ASSERT_THAT(primary, IsOk());
+  (*primary)->SetScript([](absl::string_view) {
+    const std::string body = R"({"code":"SYSTEM_ERROR","message":"down"})";
+    HostileScript s;
+    s.head = absl::StrCat("HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: ",
+                          body.size(), "\r\n\r\n");
+    s.body = body;
+    return s;
+  });
+  GatewayConfig config = Config(Mode::kPlatformCertificates);
+  config.upstream = (*primary)->base_url();
+  config.upstream_backup = sandbox_->base_url();
+  config.allow_insecure_upstream = true;
+  auto loaded = LoadGateway(config, SystemClock::Get());  // the start-up download already takes the backup
+  ASSERT_THAT(loaded, IsOk());
+  GatewayCore& core = **loaded;
+  ASSERT_GE(core.certificates->GetStats().downloads_from_backup, 1);
+  // Calls reach the backup (how quickly is the breaker's business): wait until one does.
+  const absl::Time until = absl::Now() + absl::Seconds(20);
+  while (!Query(core).ok() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));  // polling with a deadline
+  ASSERT_TRUE(Query(core).ok());
+  const std::string added = Rotate();
+  std::string first_failure;
+  EXPECT_EQ(FailedCalls(core, added, &first_failure), 0) << first_failure;
+  const auto stats = core.certificates->GetStats();
+  EXPECT_GE(stats.downloads_from_backup, 2);
+  EXPECT_EQ(stats.refreshes_rate_limited, 0);
+  EXPECT_NE(core.keys->Current()->Find(added), nullptr);
 }
 
 // Finding 2: an upstream that holds the APIv3 key (an intercepting proxy whose
