@@ -443,10 +443,10 @@ class CurlTransport::Loop {
     if (t.easy == nullptr) {
       return TransportError(
           absl::StatusCode::kUnavailable, ErrorReason::kUpstreamConnectionsBusy,
-          absl::StrCat("upstream: no connection of the gateway's own became free within the call's time (waited ",
-                       absl::FormatDuration(absl::Trunc(now - t.admitted, absl::Milliseconds(1))), " in line behind ",
-                       running_.size(), " running transfers, max_connections ", options_.max_connections,
-                       "); nothing was sent"));
+          absl::StrCat("upstream: none of the gateway's own ", options_.max_connections,
+                       " connections became free within the call's time (waited ",
+                       absl::FormatDuration(absl::Trunc(now - t.admitted, absl::Milliseconds(1))),
+                       " in line); nothing was sent"));
     }
     return TransportError(
         absl::StatusCode::kUnavailable, ErrorReason::kUpstreamConnectionsBusy,
