@@ -382,8 +382,12 @@ absl::StatusOr<std::unique_ptr<GatewayCore>> LoadGateway(const GatewayConfig& co
   copts.base_url = config.upstream;
   copts.backup_url = backup;
   copts.max_timeout = config.upstream_timeout;
-  copts.attempt_timeout =
-      config.upstream_attempt_timeout > absl::ZeroDuration() ? config.upstream_attempt_timeout : config.upstream_timeout;
+  // Default: with a backup, half the call's time, so that a primary that accepts and never answers is
+  // counted against the site and the same call still fails over (with the whole --upstream_timeout for
+  // one attempt, 16 of 16 calls ended DEADLINE_EXCEEDED after 10 s). Without one, the whole time.
+  copts.attempt_timeout = config.upstream_attempt_timeout > absl::ZeroDuration() ? config.upstream_attempt_timeout
+                          : backup.empty()                                     ? config.upstream_timeout
+                                                                               : config.upstream_timeout / 2;
   copts.max_attempts = config.upstream_attempts;
   copts.validator.max_clock_skew = config.clock_skew;
   copts.coalesce = config.coalesce;

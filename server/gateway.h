@@ -41,7 +41,7 @@ struct GatewayConfig {
   // "" or "none": no failover.
   std::string upstream_backup = "auto";
   int upstream_attempts = 3;
-  absl::Duration upstream_attempt_timeout = absl::ZeroDuration();  // zero: upstream_timeout
+  absl::Duration upstream_attempt_timeout = absl::ZeroDuration();  // zero: upstream_timeout, or half of it with a backup
   absl::Duration upstream_max_idle = absl::Seconds(7);             // below WeChat Pay's 8 s keep-alive
   int upstream_max_connections = 512;                               // open at once; 0: no limit
   std::string upstream_ca;            // PEM bundle; empty: system CAs

@@ -62,11 +62,14 @@ ABSL_FLAG(std::string, upstream_backup, "auto",
           "failover base URL (\"auto\": https://api2.mch.weixin.qq.com when --upstream is the production host; \"none\")");
 ABSL_FLAG(int, upstream_attempts, 3, "attempts per call (retries on connection failure, the attempt's own timeout, 5xx, 202; never 429)");
 ABSL_FLAG(absl::Duration, upstream_attempt_timeout, absl::ZeroDuration(),
-          "time for one attempt; a timed-out attempt is retried while the deadline allows (0: --upstream_timeout)");
+          "time for one attempt, counted from when it gets an upstream connection; a timed-out attempt counts against "
+          "the host and is retried (on the backup) while the deadline allows (0: half of --upstream_timeout with a "
+          "backup host, so that a hung primary fails over within the call; all of it without one)");
 ABSL_FLAG(absl::Duration, upstream_max_idle, absl::Seconds(7),
           "pooled upstream connections idle longer are not reused (WeChat Pay closes them at 8 s)");
 ABSL_FLAG(int, upstream_max_connections, 512,
-          "upstream connections (and calls running upstream) at once (0: no limit); further calls wait in line, first come first served, within their deadline");
+          "upstream connections (and calls running upstream) at once (0: no limit); further calls wait in line, first come first served, "
+          "within --upstream_timeout (UNAVAILABLE UPSTREAM_CONNECTIONS_BUSY when it runs out there; never counted against the host)");
 ABSL_FLAG(std::string, apiv3_key_file, "",
           "file: the 32-byte APIv3 key; enables platform certificate download and refresh (/v3/certificates)");
 ABSL_FLAG(absl::Duration, certificate_refresh_interval, absl::Hours(11),

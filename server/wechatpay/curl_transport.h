@@ -54,8 +54,10 @@ class CurlTransport final : public HttpTransport {
     int max_cached_connections = 4096;
     // Connections open at once, and transfers running at once (0: no limit;
     // with HTTP/1.1 each running transfer holds a connection). Transfers
-    // beyond it wait in line, first come first served, within their own
-    // timeout. Bounds memory (~100 KB per TLS connection) and handshake storms
+    // beyond it wait in line, first come first served, within their budget
+    // (HttpRequest::budget; their own timeout starts when they leave the
+    // line, and one whose budget ends first fails with
+    // UPSTREAM_CONNECTIONS_BUSY, never as the far end's timeout). Bounds memory (~100 KB per TLS connection) and handshake storms
     // when thousands of calls are in flight; 512 connections carry 5,000
     // calls/s at 100 ms of upstream latency.
     int max_connections = 512;

@@ -33,6 +33,8 @@ constexpr ReasonEntry kReasons[] = {
     {ErrorReason::kUpstreamTimeout, "UPSTREAM_TIMEOUT", "no wechatpay answer within the deadline"},
     {ErrorReason::kUpstreamAccepted, "UPSTREAM_ACCEPTED_NOT_PROCESSED",
      "wechatpay accepted but did not process the request"},
+    {ErrorReason::kUpstreamConnectionsBusy, "UPSTREAM_CONNECTIONS_BUSY",
+     "the gateway's upstream connections were all busy; try again shortly"},
     {ErrorReason::kResponseSignatureMissing, "RESPONSE_SIGNATURE_MISSING", "wechatpay answer is not signed"},
     {ErrorReason::kResponseTimestampInvalid, "RESPONSE_TIMESTAMP_INVALID", "wechatpay answer has an invalid timestamp"},
     {ErrorReason::kResponseTimestampSkew, "RESPONSE_TIMESTAMP_SKEW",

@@ -49,6 +49,8 @@ enum class ErrorReason {
   kUpstreamTlsError,           // the upstream's certificate did not verify (not retried)
   kUpstreamTimeout,            // deadline budget exhausted
   kUpstreamAccepted,           // 202: accepted but not processed; try again
+  kUpstreamConnectionsBusy,    // the gateway's own upstream connections stayed busy until the call's time
+                               // ran out: local congestion, never counted against the site
   // A 2xx answer that cannot be trusted or used.
   kResponseSignatureMissing,   // a Wechatpay-* header is absent
   kResponseTimestampInvalid,   // Wechatpay-Timestamp is not a decimal number

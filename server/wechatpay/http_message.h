@@ -46,8 +46,19 @@ struct HttpRequest {
   std::string url;  // absolute: scheme://host[:port]/path?query
   HttpHeaders headers;
   std::string body;
-  // Total time allowed for the transfer (connect + TLS + request + response).
+  // The transfer's own time limit (connect + TLS + request + response),
+  // counted from when it leaves the transport's admission line
+  // (CurlTransport::Options::max_connections): waiting for one of the
+  // gateway's own connections is local congestion, not the far end's
+  // slowness. Running out of it is the far end's: kDeadlineExceeded,
+  // kUpstreamTimeout.
   absl::Duration timeout = absl::Seconds(10);
+  // The most the transfer may take in all, time in the line included; zero:
+  // equal to `timeout`. When it ends first — the transfer still in line, or
+  // running with less than `timeout` left to it because it waited — the
+  // transfer fails with kUnavailable, kUpstreamConnectionsBusy (local, with a
+  // retry hint), never with kUpstreamTimeout.
+  absl::Duration budget = absl::ZeroDuration();
 };
 
 struct HttpResponse {

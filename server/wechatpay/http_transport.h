@@ -24,9 +24,12 @@ using TransferId = uint64_t;
 class HttpTransport {
  public:
   // Receives the response (any HTTP status) or a transport error:
-  // kUnavailable (connect, DNS, TLS, connection lost), kDeadlineExceeded
-  // (request.timeout passed), kCancelled, kInternal (response too large).
-  // Errors carry an UpstreamError payload (error.h).
+  // kUnavailable (connect, DNS, TLS, connection lost; or, with reason
+  // kUpstreamConnectionsBusy, request.budget ran out while the transfer
+  // waited for one of the transport's own connections), kDeadlineExceeded
+  // (request.timeout passed after the transfer left the line), kCancelled,
+  // kInternal (response too large). Errors carry an UpstreamError payload
+  // (error.h).
   using Callback = absl::AnyInvocable<void(absl::StatusOr<HttpResponse>) &&>;
 
   virtual ~HttpTransport() = default;

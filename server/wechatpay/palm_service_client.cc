@@ -86,7 +86,9 @@ struct PalmServiceClient::Call {
   TransferId transfer ABSL_GUARDED_BY(mu) = 0;
   int attempts ABSL_GUARDED_BY(mu) = 0;
   bool avoid_primary ABSL_GUARDED_BY(mu) = false;
-  absl::Time attempt_end ABSL_GUARDED_BY(mu);       // the running attempt's own time limit ends
+  // `deadline` is a caller's, earlier than `cap`: a timer ends the running attempt then, without blaming
+  // the site. Otherwise the deadline is the gateway's own cap, which the transfer's budget enforces.
+  bool callers_deadline ABSL_GUARDED_BY(mu) = false;
   bool deadline_cut ABSL_GUARDED_BY(mu) = false;    // the deadline timer cancelled the running attempt
 };
 
@@ -96,6 +98,11 @@ namespace {
 constexpr absl::Duration kLostProbeGrace = absl::Seconds(1);
 // Re-armed deadline timers wait at least this long (a clock that stands still must not spin them).
 constexpr absl::Duration kMinTimerDelay = absl::Milliseconds(1);
+// A deadline this close to the gateway's own cap is the cap: GetAuthorization capped it a moment before
+// the call computed its cap (or the service set it to max_timeout for a caller without a deadline). Seen
+// as a caller's, a hung site's attempt was cut by that timer just before its own timeout and never
+// counted (13 of 16 attempts on a hung primary; the calls never failed over).
+constexpr absl::Duration kCapTolerance = absl::Milliseconds(50);
 
 absl::Status DeadlineReached() {
   return MakeError(absl::StatusCode::kDeadlineExceeded, ErrorReason::kUpstreamTimeout,
@@ -180,6 +187,7 @@ CallId PalmServiceClient::StartCall(absl::string_view openid, absl::string_view 
     absl::MutexLock lock(&call->mu);
     call->deadline = deadline;
     call->cap = std::max(deadline, clock_.Now() + options_.max_timeout);
+    call->callers_deadline = deadline + kCapTolerance < call->cap;
     call->done = std::move(done);
   }
   {
@@ -217,8 +225,11 @@ void PalmServiceClient::SetDeadline(CallId id, absl::Time deadline) {
     call->cap = std::max(call->cap, clock_.Now() + options_.max_timeout);
     const absl::Time before = call->deadline;
     call->deadline = std::min(deadline, call->cap);
+    const bool was_callers = call->callers_deadline;
+    call->callers_deadline = call->deadline + kCapTolerance < call->cap;
     // A later deadline needs no timer: the running one re-arms. An earlier one may end the running attempt sooner.
-    arm = call->deadline < before && !call->in_backoff && call->transfer != 0 && call->deadline < call->attempt_end;
+    arm = call->callers_deadline && (call->deadline < before || !was_callers) && !call->in_backoff &&
+          call->transfer != 0;
     attempt = call->attempts;
     deadline = call->deadline;
   }
@@ -316,13 +327,17 @@ void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
   }
   HostChoice choice = PickHost(avoid_primary);
   // The transfer runs with the gateway's own limits only, so that a transport timeout is always the site's
-  // fault; the callers' deadline, which coalesced callers may move, is a timer (ArmDeadlineTimer).
+  // fault: its own timeout (from when it leaves the transport's line for a connection) and the call's cap
+  // as its budget (time in line included; running out of it after a wait is our congestion:
+  // UPSTREAM_CONNECTIONS_BUSY). The callers' deadline, which coalesced callers may move, is a timer
+  // (ArmDeadlineTimer).
   absl::Duration limit = std::min(options_.attempt_timeout, cap - now);
   if (choice.probe != 0) limit = std::min(limit, options_.probe_timeout);
   HttpRequest request;
   request.method = "GET";
   request.url = absl::StrCat(choice.host, call->target);
   request.timeout = limit;
+  request.budget = cap - now;
   request.headers.Add("Accept", "application/json");
   request.headers.Add("Authorization", *std::move(authorization));
   request.headers.Add("Wechatpay-Serial", keys_->Current()->preferred_serial());
@@ -332,7 +347,6 @@ void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
   {
     absl::MutexLock lock(&call->mu);
     attempt = ++call->attempts;
-    call->attempt_end = now + limit;
     call->deadline_cut = false;
   }
   TransferId transfer =
@@ -346,7 +360,7 @@ void PalmServiceClient::StartAttempt(const std::shared_ptr<Call>& call) {
     call->transfer = transfer;
     cancel = call->cancelled && !call->finished;
     deadline = call->deadline;
-    arm = !call->finished && deadline < call->attempt_end;
+    arm = !call->finished && call->callers_deadline;
   }
   if (cancel) {
     transport_->Cancel(transfer);
@@ -369,9 +383,10 @@ void PalmServiceClient::OnDeadlineTimer(const std::shared_ptr<Call>& call, int a
   {
     absl::MutexLock lock(&call->mu);
     if (call->finished || call->attempts != attempt || call->in_backoff || call->deadline_cut) return;
+    if (!call->callers_deadline) return;  // moved to the cap: the transfer's budget ends the attempt
     if (call->deadline > clock_.Now()) {
       // Moved later by a coalesced caller: the attempt goes on for it.
-      if (call->deadline < call->attempt_end) rearm = call->deadline;
+      rearm = call->deadline;
     } else {
       call->deadline_cut = true;
       transfer = call->transfer;
@@ -398,6 +413,13 @@ void PalmServiceClient::OnResponse(const std::shared_ptr<Call>& call, const Host
       }
       if (primary) RecordPrimary(SiteVerdict::kNone, host.probe);
       Finish(call, deadline_cut ? DeadlineReached() : response.status());
+      return;
+    }
+    if (reason == ErrorReason::kUpstreamConnectionsBusy) {
+      // Our own line for a connection ate the call's time: local congestion, nothing the site did, and
+      // no reason to fail over. Ends a probe like a cancel.
+      if (primary) RecordPrimary(SiteVerdict::kNone, host.probe);
+      RetryOrFinish(call, host.host, response.status(), /*site_down=*/false, absl::ZeroDuration());
       return;
     }
     // The transfer's time limit is the gateway's own (StartAttempt): a timeout is the site's fault.

@@ -20,12 +20,20 @@
 // failure, a 5xx, an attempt outliving the gateway's own time limit
 // (`attempt_timeout`, `max_timeout`, `probe_timeout`) — counts towards the
 // circuit breaker and, when retried (not after a certificate that did not
-// verify), moves the next attempt to the backup host. The
-// caller's deadline is not the site's limit: an attempt still running when
-// the caller's deadline arrives is cancelled (its transfer runs with the
-// gateway's own limit, the deadline is a timer), the call ends with
-// kDeadlineExceeded and the breaker learns nothing from it; a cancelled call
-// neither.
+// verify), moves the next attempt to the backup host. An attempt's own limit
+// starts when its transfer leaves the transport's line for one of the
+// gateway's own connections, and the call's cap (max_timeout) is its budget,
+// line included: a call whose time runs out in that line, or running after a
+// wait left it less than its own limit, ends with kUnavailable
+// (kUpstreamConnectionsBusy, retry hint 1 s): local congestion, neither
+// counted nor failed over. The caller's deadline is not the site's limit
+// either: an attempt still running when the caller's deadline arrives is
+// cancelled (a timer; the transfer runs with the gateway's own limits), the
+// call ends with kDeadlineExceeded and the breaker learns nothing from it; a
+// cancelled call neither. A deadline that is the gateway's own cap (the
+// caller's is later, or within 50 ms of it) is no caller's: the transfer's
+// own limits end the attempt, and a site that did not answer in it is
+// counted.
 // The breaker opens after `breaker_failures` consecutive site failures of
 // the primary and keeps traffic on the backup for `breaker_open`; then one
 // call probes the primary, its attempt limited to `probe_timeout`. Every
@@ -116,7 +124,9 @@ class PalmServiceClient {
     std::string backup_url;
     // Upper bound of one call (all attempts), whatever the caller's deadline.
     absl::Duration max_timeout = absl::Seconds(10);
-    // Upper bound of one attempt; a timed-out attempt is retried while budget remains.
+    // Upper bound of one attempt, from when its transfer gets a connection; a timed-out attempt counts
+    // against the host and is retried while budget remains. Under max_timeout, a hung primary fails over
+    // within the call (the gateway makes it half of max_timeout when there is a backup).
     absl::Duration attempt_timeout = absl::Seconds(10);
     // Upper bound of a circuit breaker probe's attempt (see the file comment).
     absl::Duration probe_timeout = absl::Seconds(3);

@@ -17,6 +17,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -342,6 +343,78 @@ TEST_F(HostileUpstreamTest, PlainHttpLoopbackUpstreamNeverGoesThroughAProxy) {
     transport->reset();
     ::unsetenv("http_proxy");
   }
+}
+
+// --- The transport's own line for a connection (max_connections): local congestion, not the site's fault.
+
+// A server answering "/slow" in about `slow` (the answer trickled byte by byte) and anything else at once.
+std::unique_ptr<HostileHttpServer> SlowAndFastServer(absl::Duration slow) {
+  auto server = HostileHttpServer::Start(HostileHttpServer::Options{});
+  EXPECT_THAT(server, IsOk());
+  if (!server.ok()) return nullptr;
+  (*server)->SetScript([slow](absl::string_view head) {
+    HostileScript s;
+    const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    if (absl::StrContains(head, "/slow")) {
+      s.body = answer;
+      s.byte_interval = slow / static_cast<int64_t>(answer.size());
+    } else {
+      s.head = answer;
+    }
+    return s;
+  });
+  return *std::move(server);
+}
+
+std::future<absl::StatusOr<wechatpay::HttpResponse>> SendTo(wechatpay::HttpTransport& transport, std::string url,
+                                                            absl::Duration timeout, absl::Duration budget) {
+  auto done = std::make_shared<std::promise<absl::StatusOr<wechatpay::HttpResponse>>>();
+  wechatpay::HttpRequest request;
+  request.url = std::move(url);
+  request.timeout = timeout;
+  request.budget = budget;
+  transport.Send(std::move(request), [done](absl::StatusOr<wechatpay::HttpResponse> r) { done->set_value(std::move(r)); });
+  return done->get_future();
+}
+
+// Issue 13 (breaker round) F2: with --upstream_max_connections 4 and 40 callers, the time queued transfers
+// spent in line counted against their own timeout ("Connection timed out after 2 milliseconds"), as the
+// site's failure. The own timeout starts when the transfer leaves the line.
+TEST_F(HostileUpstreamTest, TransferTimeoutStartsWhenItLeavesTheConnectionLine) {
+  std::unique_ptr<HostileHttpServer> server = SlowAndFastServer(absl::Seconds(3));
+  ASSERT_NE(server, nullptr);
+  wechatpay::CurlTransport::Options options;
+  options.max_connections = 1;
+  auto transport = wechatpay::CurlTransport::Create(options);
+  ASSERT_THAT(transport, IsOk());
+  auto slow = SendTo(**transport, server->base_url() + "/slow", absl::Seconds(20), absl::Seconds(20));
+  // Waits about 3 s in line, far beyond its own 1 s, then is answered at once.
+  auto queued = SendTo(**transport, server->base_url() + "/fast", absl::Seconds(1), absl::Seconds(20));
+  absl::StatusOr<wechatpay::HttpResponse> q = queued.get();
+  ASSERT_THAT(q, IsOk());
+  EXPECT_EQ(q->body, "ok");
+  ASSERT_EQ(slow.wait_for(std::chrono::seconds(0)), std::future_status::ready);  // it did wait for the slow one
+  EXPECT_THAT(slow.get(), IsOk());
+}
+
+TEST_F(HostileUpstreamTest, TransferWhoseBudgetEndsInTheLineIsBusyAndNeverSent) {
+  std::unique_ptr<HostileHttpServer> server = SlowAndFastServer(absl::Seconds(3));
+  ASSERT_NE(server, nullptr);
+  wechatpay::CurlTransport::Options options;
+  options.max_connections = 1;
+  auto transport = wechatpay::CurlTransport::Create(options);
+  ASSERT_THAT(transport, IsOk());
+  auto slow = SendTo(**transport, server->base_url() + "/slow", absl::Seconds(20), absl::Seconds(20));
+  const absl::Time start = absl::Now();
+  auto queued = SendTo(**transport, server->base_url() + "/fast", absl::Seconds(5), absl::Milliseconds(500));
+  absl::StatusOr<wechatpay::HttpResponse> q = queued.get();
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(2500));  // at its budget, not when the slow one ends
+  EXPECT_THAT(q, testing::StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_TRUE(wechatpay::GetUpstreamError(q.status()).has_value());
+  EXPECT_EQ(wechatpay::GetReason(q.status()), wechatpay::ErrorReason::kUpstreamConnectionsBusy) << q.status();
+  EXPECT_EQ(wechatpay::GetUpstreamError(q.status())->retry_after, absl::Seconds(1));
+  EXPECT_THAT(slow.get(), IsOk());
+  EXPECT_EQ(server->RequestCount(), 1u);  // only the slow one reached the server
 }
 
 // --- A server that trickles bytes: only the gateway's timeouts end the call.

@@ -113,11 +113,14 @@ TEST_F(GatewayConfigTest, BackupHostDefaultsToWeChatPaysOnlyForTheProductionHost
   auto core = LoadGateway(local, SystemClock::Get());
   ASSERT_THAT(core, IsOk());
   EXPECT_EQ((*core)->client->options().backup_url, "");
+  EXPECT_EQ((*core)->client->options().attempt_timeout, local.upstream_timeout);  // nowhere to fail over to
   GatewayConfig production = Valid();
   production.upstream = "https://api.mch.weixin.qq.com";
   core = LoadGateway(production, SystemClock::Get());
   ASSERT_THAT(core, IsOk());
   EXPECT_EQ((*core)->client->options().backup_url, "https://api2.mch.weixin.qq.com");
+  // A hung primary's call keeps half its time for the backup.
+  EXPECT_EQ((*core)->client->options().attempt_timeout, production.upstream_timeout / 2);
   production.upstream_backup = "none";
   core = LoadGateway(production, SystemClock::Get());
   ASSERT_THAT(core, IsOk());

@@ -4,7 +4,11 @@
 //  - 5 RPCs against a rate-limited upstream (429) make 5 upstream requests,
 //    not 15, and each caller gets RESOURCE_EXHAUSTED with RetryInfo;
 //  - 8 RPCs with a 150 ms deadline against a slow primary do not open the
-//    circuit breaker: the next normal RPCs still go to the primary.
+//    circuit breaker: the next normal RPCs still go to the primary;
+//  - a primary that accepts and never answers, with the default attempt
+//    timeout (half of --upstream_timeout with a backup): every RPC fails over
+//    to the backup within its own time and succeeds, and after 3 such attempts
+//    the breaker sends RPCs straight to the backup.
 // Upstream requests are counted by the sandboxes themselves (/_sandbox/requests).
 #include <filesystem>
 #include <memory>
@@ -38,6 +42,7 @@ using ::palmgate::testing::SandboxProcessOptions;
 constexpr char kOpenid[] = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 constexpr char kSlow[] = "o-slow";
 constexpr char kLimited[] = "o-limited";
+constexpr char kHung[] = "o-hung";
 
 std::string Seed(bool faults) {
   return absl::StrCat(R"({"users":[{"openid":")", kOpenid,
@@ -45,7 +50,9 @@ std::string Seed(bool faults) {
       {"openid":")", kSlow, R"(","organization_id":"1004","state":"AUTHORIZATION_STATE_ON")",
                       faults ? R"(,"fault":"latency=1500")" : "", R"(},
       {"openid":")", kLimited, R"(","organization_id":"1004","state":"AUTHORIZATION_STATE_ON")",
-                      faults ? R"(,"fault":"status=429:FREQUENCY_LIMITED")" : "", R"(}]})");
+                      faults ? R"(,"fault":"status=429:FREQUENCY_LIMITED")" : "", R"(},
+      {"openid":")", kHung, R"(","organization_id":"1004","state":"AUTHORIZATION_STATE_ON")",
+                      faults ? R"(,"fault":"latency=600000")" : "", R"(}]})");
 }
 
 class UpstreamPolicyProcessTest : public ::testing::Test {
@@ -72,7 +79,9 @@ class UpstreamPolicyProcessTest : public ::testing::Test {
     auto merchant = SandboxMerchant::Load(primary_->keys_dir());
     ASSERT_THAT(merchant, IsOk());
     std::vector<std::string> env = testing::GatewayEnvironmentFor(*primary_, *merchant);
-    std::vector<std::string> args = {PALMGATE_GATEWAY_BINARY, "--upstream_backup=" + backup_->base_url()};
+    // --upstream_attempt_timeout is left at its default: half of --upstream_timeout with a backup.
+    std::vector<std::string> args = {PALMGATE_GATEWAY_BINARY, "--upstream_backup=" + backup_->base_url(),
+                                     "--upstream_timeout=4s"};
     auto gateway = ListeningProcess::Start(args, absl::Seconds(30), dir_ + "/palmgate.log", env);
     ASSERT_THAT(gateway, IsOk());
     gateway_ = *std::move(gateway);
@@ -157,6 +166,23 @@ TEST_F(UpstreamPolicyProcessTest, CallersShortDeadlinesDoNotSendTrafficToTheBack
   EXPECT_EQ(Saw(*primary_, kOpenid), 10);
   EXPECT_EQ(Saw(*backup_, kOpenid), 0);
   EXPECT_EQ(Saw(*backup_, kSlow), 0);  // no short call was moved there either
+}
+
+// Issue 13 (breaker round) F3: primary hung, backup healthy, callers' deadline 30 s: all 16 RPCs ended
+// DEADLINE_EXCEEDED at --upstream_timeout, 13 of 16 primary attempts were not counted against the site, and
+// the breaker opened only after ~16 calls.
+TEST_F(UpstreamPolicyProcessTest, HungPrimaryFailsOverWithinTheCallAndOpensTheBreaker) {
+  constexpr int kCalls = 5;
+  for (int i = 0; i < kCalls; ++i) {
+    palmgate::v1::Authorization out;
+    const absl::Time start = absl::Now();
+    grpc::Status s = Call(kHung, absl::Seconds(30), &out);
+    ASSERT_TRUE(s.ok()) << i << ": " << s.error_code() << " " << s.error_message();
+    EXPECT_EQ(out.state(), palmgate::v1::AUTHORIZATION_STATE_ON);
+    EXPECT_LT(absl::Now() - start, absl::Seconds(4)) << i;  // within --upstream_timeout
+  }
+  EXPECT_EQ(Saw(*primary_, kHung), 3);  // breaker_failures attempts, then straight to the backup
+  EXPECT_EQ(Saw(*backup_, kHung), kCalls);
 }
 
 }  // namespace

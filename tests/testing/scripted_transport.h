@@ -6,7 +6,12 @@
 // fire only when the test calls RunDue() after moving the clock, in the order
 // of their due times. A request still open when its `timeout` has passed
 // fails with kDeadlineExceeded (kUpstreamTimeout), and Cancel fails it with
-// kCancelled, as CurlTransport does.
+// kCancelled, as CurlTransport does. With set_max_running(n), as
+// CurlTransport's max_connections: requests beyond n wait in line (oldest
+// first; `running()` lists the others), their `timeout` starts when they leave
+// it, and one whose `budget` runs out in line, or while running with less than
+// its `timeout` because it waited, fails with kUnavailable
+// (kUpstreamConnectionsBusy).
 //
 // Example:
 //   FakeClock clock;
@@ -49,13 +54,25 @@ class ScriptedTransport final : public wechatpay::HttpTransport {
 
   explicit ScriptedTransport(const Clock& clock) : clock_(clock) {}
 
+  // At most `n` transfers run at once (0: no limit); set before the first Send.
+  void set_max_running(size_t n) {
+    absl::MutexLock lock(&mu_);
+    max_running_ = n;
+  }
+
   // HttpTransport
   TransferId Send(wechatpay::HttpRequest request, Callback done) override {
     absl::MutexLock lock(&mu_);
     const TransferId id = ++next_id_;
     const absl::Time now = clock_.Now();
-    open_.emplace(id, Open{now + request.timeout, std::move(done)});
+    Open o;
+    o.timeout = request.timeout;
+    o.budget_end = now + (request.budget > absl::ZeroDuration() ? request.budget : request.timeout);
+    o.expires = o.budget_end;
+    o.done = std::move(done);
+    open_.emplace(id, std::move(o));
     sent_.push_back(Sent{id, std::move(request), now});
+    StartWaitingLocked(now);
     return id;
   }
   void Cancel(TransferId id) override {
@@ -98,8 +115,18 @@ class ScriptedTransport final : public wechatpay::HttpTransport {
         }
       }
       if (expired != 0) {
-        Complete(expired, wechatpay::MakeError(absl::StatusCode::kDeadlineExceeded,
-                                               wechatpay::ErrorReason::kUpstreamTimeout, "transport: timed out"));
+        bool busy;
+        {
+          absl::MutexLock lock(&mu_);
+          busy = !open_.at(expired).running || open_.at(expired).budget_bound;
+        }
+        wechatpay::UpstreamError busy_error;
+        busy_error.reason = wechatpay::ErrorReason::kUpstreamConnectionsBusy;
+        busy_error.retry_after = absl::Seconds(1);  // as CurlTransport's
+        Complete(expired, busy ? wechatpay::MakeError(absl::StatusCode::kUnavailable, "transport: connections busy",
+                                                      std::move(busy_error))
+                               : wechatpay::MakeError(absl::StatusCode::kDeadlineExceeded,
+                                                      wechatpay::ErrorReason::kUpstreamTimeout, "transport: timed out"));
       } else {
         std::move(fn)();
       }
@@ -111,6 +138,15 @@ class ScriptedTransport final : public wechatpay::HttpTransport {
     absl::MutexLock lock(&mu_);
     std::vector<TransferId> ids;
     for (const auto& [id, o] : open_) ids.push_back(id);
+    return ids;
+  }
+  // Ids of the open transfers out of the line, oldest first.
+  std::vector<TransferId> running() const {
+    absl::MutexLock lock(&mu_);
+    std::vector<TransferId> ids;
+    for (const auto& [id, o] : open_) {
+      if (o.running) ids.push_back(id);
+    }
     return ids;
   }
   // Everything sent so far, in order.
@@ -131,9 +167,26 @@ class ScriptedTransport final : public wechatpay::HttpTransport {
 
  private:
   struct Open {
-    absl::Time expires;
+    absl::Duration timeout;
+    absl::Time budget_end;
+    absl::Time expires;  // in line: budget_end; running: when its own timeout or the budget ends
+    bool running = false;
+    bool budget_bound = false;  // the budget ends its run before its own timeout
     Callback done;
   };
+
+  void StartWaitingLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    size_t running = 0;
+    for (const auto& [id, o] : open_) running += o.running;
+    for (auto& [id, o] : open_) {
+      if (o.running) continue;
+      if (max_running_ != 0 && running >= max_running_) return;
+      o.running = true;
+      ++running;
+      o.expires = std::min(now + o.timeout, o.budget_end);
+      o.budget_bound = o.budget_end < now + o.timeout;
+    }
+  }
 
   bool Complete(TransferId id, absl::StatusOr<wechatpay::HttpResponse> result) {
     Callback done;
@@ -143,6 +196,7 @@ class ScriptedTransport final : public wechatpay::HttpTransport {
       if (it == open_.end()) return false;
       done = std::move(it->second.done);
       open_.erase(it);
+      StartWaitingLocked(clock_.Now());
     }
     std::move(done)(std::move(result));
     return true;
@@ -154,6 +208,7 @@ class ScriptedTransport final : public wechatpay::HttpTransport {
   std::vector<Sent> sent_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<absl::Time, uint64_t>, absl::AnyInvocable<void() &&>> timers_ ABSL_GUARDED_BY(mu_);
   TransferId next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t max_running_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_timer_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int> cancels_{0};
 };

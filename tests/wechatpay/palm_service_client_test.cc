@@ -333,6 +333,97 @@ TEST_F(PalmServiceClientTest, ProbeThatNeverReportsIsReleasedAfterItsLimit) {
   EXPECT_EQ(HostOf(transport_.open().back()), kPrimary);  // lost probe released: a new probe
 }
 
+// Issue 13 (breaker round) F2: --upstream_max_connections 4, --upstream_timeout 2s, a healthy primary answering
+// in 0.6 s and 40 concurrent callers opened the breaker: time in the gateway's own line for a connection was
+// counted against the site. Each attempt's own limit starts when it leaves the line, the call's cap is its
+// budget, and a call whose time runs out in (or because of) the line is UPSTREAM_CONNECTIONS_BUSY: not the
+// site's fault, no failover, a retry hint for the caller.
+TEST_F(PalmServiceClientTest, GatewaysOwnConnectionLineNeverCountsAgainstTheSite) {
+  options_.max_timeout = absl::Seconds(2);
+  options_.attempt_timeout = absl::Seconds(1);
+  transport_.set_max_running(4);
+  constexpr int kCalls = 40;
+  std::map<ScriptedTransport::TransferId, std::string> openid_of;
+  for (int i = 0; i < kCalls; ++i) {
+    const std::string openid = absl::StrCat("o-flood-", i);
+    Start(i, openid, absl::Seconds(8));
+    openid_of[transport_.sent().back().id] = openid;
+  }
+  ASSERT_EQ(transport_.sent().size(), static_cast<size_t>(kCalls));
+  const ScriptedTransport::Sent& first = transport_.sent().front();
+  EXPECT_EQ(first.request.timeout, absl::Seconds(1));  // the attempt's own limit, from leaving the line
+  EXPECT_EQ(first.request.budget, absl::Seconds(2));   // the call's cap, time in line included
+  // The primary answers every running transfer 0.6 s after it left the line.
+  for (int round = 0; round < 3; ++round) {
+    std::vector<ScriptedTransport::TransferId> running = transport_.running();
+    ASSERT_EQ(running.size(), 4u) << round;
+    Advance(absl::Milliseconds(600));
+    for (ScriptedTransport::TransferId id : running) ASSERT_TRUE(transport_.Respond(id, Answer(openid_of[id])));
+  }
+  Advance(absl::Milliseconds(200));  // the cap: the rest ran out of time in (or because of) the line
+  EXPECT_TRUE(transport_.open().empty());
+  int ok = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    if (results_[i].ok()) {
+      ++ok;
+      continue;
+    }
+    EXPECT_THAT(results_[i], StatusIs(absl::StatusCode::kUnavailable)) << i;
+    EXPECT_EQ(GetReason(results_[i].status()), ErrorReason::kUpstreamConnectionsBusy) << i;
+    EXPECT_EQ(GetUpstreamError(results_[i].status())->retry_after, absl::Seconds(1)) << i;
+  }
+  EXPECT_EQ(ok, 12);
+  EXPECT_EQ(transport_.sent().size(), static_cast<size_t>(kCalls));  // no retry, no failover
+  EXPECT_EQ(Client().GetStats().failovers, 0);
+  EXPECT_FALSE(Client().GetStats().breaker_open);
+  Start(100, "o-next", absl::Seconds(8));
+  EXPECT_EQ(HostOf(transport_.sent().back().id), kPrimary);
+}
+
+// Issue 13 (breaker round) F3: with the attempt timeout equal to max_timeout (the old default), the call's
+// deadline timer, armed at the gateway's own cap because a real clock moved between GetAuthorization and the
+// attempt, fired just before the transfer's timeout: a hung primary's attempts counted as cut by the caller
+// and the breaker never opened. The cap is the gateway's own limit and counts against the site.
+TEST_F(PalmServiceClientTest, GatewaysOwnCapCountsAgainstAHungSite) {
+  options_.max_timeout = absl::Seconds(10);
+  options_.attempt_timeout = absl::Seconds(10);
+  clock_.set_tick(absl::Microseconds(3));  // a real clock moves between reads
+  for (int i = 0; i < options_.breaker_failures; ++i) {
+    Start(i, "o-hung", absl::Seconds(30));  // the caller's deadline is far beyond the cap
+    ASSERT_EQ(HostOf(OnlyOpen()), kPrimary) << i;
+    Advance(absl::Seconds(10));
+    EXPECT_THAT(results_[i], StatusIs(absl::StatusCode::kDeadlineExceeded)) << i;
+    EXPECT_TRUE(transport_.open().empty());
+  }
+  EXPECT_EQ(transport_.cancels(), 0);  // ended by their own limit, not cut by a deadline timer
+  EXPECT_TRUE(Client().GetStats().breaker_open);
+  Start(10, "o-next", absl::Seconds(30));
+  EXPECT_EQ(HostOf(OnlyOpen()), kBackup);
+}
+
+// With an attempt limit under the call's cap (the gateway's default with a backup: half of it), a hung
+// primary fails over within the same call.
+TEST_F(PalmServiceClientTest, HungPrimaryFailsOverWithinTheCall) {
+  options_.max_timeout = absl::Seconds(10);
+  options_.attempt_timeout = absl::Seconds(5);
+  clock_.set_tick(absl::Microseconds(3));
+  for (int i = 0; i < options_.breaker_failures + 2; ++i) {
+    Start(i, "o-hung", absl::Seconds(30));
+    if (HostOf(OnlyOpen()) == kPrimary) {
+      Advance(absl::Seconds(5));  // the primary never answers
+      Advance(options_.backoff_max);
+    }
+    const ScriptedTransport::TransferId backup = OnlyOpen();
+    ASSERT_EQ(HostOf(backup), kBackup) << i;
+    ASSERT_TRUE(transport_.Respond(backup, Answer("o-hung")));
+    ASSERT_THAT(results_[i], IsOk()) << i;
+  }
+  int primary = 0;
+  for (const ScriptedTransport::Sent& s : transport_.sent()) primary += HostOf(s.id) == kPrimary;
+  EXPECT_EQ(primary, options_.breaker_failures);  // then the breaker sends calls straight to the backup
+  EXPECT_TRUE(Client().GetStats().breaker_open);
+}
+
 // Coalescing: the shared call is not cut short by its first caller's short deadline while others wait.
 TEST_F(PalmServiceClientTest, CoalescedCallOutlivesTheFirstCallersShortDeadline) {
   options_.coalesce = true;
