@@ -797,17 +797,27 @@ class CoreDumpTest : public GatewayProcessTest {
 
   // Sanitizer builds (scripts/test --asan) send reports to a root-owned
   // directory that nobody cannot write: such a gateway's reports go to a
-  // directory of its own instead, which TearDown checks is empty.
+  // directory of its own instead, which TearDown checks is empty. Suppression
+  // files (in the checkout, which nobody may not be able to read) are copied
+  // next to them.
   void RedirectSanitizerLogs(std::vector<std::string>& env) {
-    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
+    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
       const char* value = std::getenv(name);
-      if (value == nullptr || !absl::StrContains(value, "log_path=")) continue;
-      sanitizer_logs_ = files_ + "/sanitizer-logs";
-      ::mkdir(sanitizer_logs_.c_str(), 0700);
-      ASSERT_EQ(::chown(sanitizer_logs_.c_str(), uid_, uid_), 0);
+      if (value == nullptr) continue;
       std::vector<std::string> options = absl::StrSplit(value, ':');
       for (std::string& option : options) {
-        if (absl::StartsWith(option, "log_path=")) option = "log_path=" + sanitizer_logs_ + "/" + name;
+        if (absl::StartsWith(option, "log_path=")) {
+          sanitizer_logs_ = files_ + "/sanitizer-logs";
+          ::mkdir(sanitizer_logs_.c_str(), 0700);
+          ASSERT_EQ(::chown(sanitizer_logs_.c_str(), uid_, uid_), 0);
+          option = "log_path=" + sanitizer_logs_ + "/" + name;
+        } else if (absl::StartsWith(option, "suppressions=")) {
+          auto contents = ReadFile(option.substr(std::string("suppressions=").size()));
+          ASSERT_THAT(contents, IsOk());
+          const std::string copy = absl::StrCat(files_, "/", name, ".supp");
+          ASSERT_THAT(WriteFile(copy, *contents, 0644), IsOk());
+          option = "suppressions=" + copy;
+        }
       }
       env.push_back(absl::StrCat(name, "=", absl::StrJoin(options, ":")));
     }
