@@ -455,6 +455,8 @@ void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::str
       return;
     }
     if (reason == ErrorReason::kResponseTimestampSkew) {
+      // ValidateResponse judges the window only after the signature verified:
+      // this timestamp is WeChat Pay's. Every other failure leaves the skew alone.
       int64_t ts = 0;
       if (absl::SimpleAtoi(response.headers.GetOrEmpty("Wechatpay-Timestamp"), &ts)) {
         NoteSkew(absl::FromUnixSeconds(ts) - now, /*beyond_window=*/true);
