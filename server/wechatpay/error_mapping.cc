@@ -17,15 +17,12 @@
 namespace palmgate::wechatpay {
 namespace {
 
-constexpr size_t kMaxKeptText = 512;  // bound what an error body can put in a status
+// What an error body can put in a status (proto3 strings: valid UTF-8) and the log: ToDisplayableText.
+constexpr size_t kMaxKeptText = 512;
 // Error bodies are not signed: anything may answer with one. Nesting deeper
 // than this is dropped while parsing, because dump() recurses once per level
 // and a 256 KB body can nest 100,000 levels deep (a stack overflow).
 constexpr int kMaxJsonDepth = 32;
-
-// Kept texts end up in proto3 strings (ErrorInfo metadata), which must be valid
-// UTF-8: the cut never splits a character and stray bytes (a header) become '?'.
-std::string Bounded(absl::string_view s) { return ToBoundedUtf8(s, kMaxKeptText); }
 
 // Returns the code point of the sequence of `len` bytes at `s` (valid UTF-8).
 char32_t DecodeValid(const char* s, size_t len) {
@@ -217,7 +214,7 @@ absl::Status ClassifyHttpStatus(const HttpResponse& response, absl::Time now) {
   nlohmann::json body = ParseShallow(response.body);
   if (body.is_object()) {
     if (auto it = body.find("code"); it != body.end() && it->is_string()) {
-      e.wechatpay_code = Bounded(it->get<std::string>());
+      e.wechatpay_code = ToDisplayableText(it->get<std::string>(), kMaxKeptText);  // the log shows it
     }
     if (auto it = body.find("message"); it != body.end() && it->is_string()) {
       e.wechatpay_message = ToDisplayableText(it->get<std::string>(), kMaxKeptText);

@@ -82,8 +82,8 @@ RequestId ReadRequestId(const HttpResponse& response);
 
 // Returns OK for a 2xx response. Otherwise returns the mapped error, carrying
 // the HTTP status, WeChat Pay's `code`, `message` and `detail` (parsed leniently:
-// the body may be HTML from a proxy, or empty; the code kept bounded as sent,
-// the message and the detail as ToDisplayableText of at most 512 bytes) and
+// the body may be HTML from a proxy, or empty; each as ToDisplayableText of at
+// most 512 bytes) and
 // the Request-ID (ReadRequestId). Error
 // responses are classified whether or not they are signed; they are never
 // verified (WeChat Pay does not sign most of them). 429, 202 and 5xx answers

@@ -232,11 +232,12 @@ TEST(ErrorMappingTest, UnsignedMessageCarriesNoControlOrInvisibleFormatCharacter
   for (const Case& c : cases) {
     HttpResponse r;
     r.status = 500;
-    r.body = absl::StrCat(R"({"code":"SYSTEM_ERROR","message":")", c.sent, R"(","detail":{"issue":")", c.sent,
+    r.body = absl::StrCat(R"({"code":")", c.sent, R"(","message":")", c.sent, R"(","detail":{"issue":")", c.sent,
                           R"("}})");
     auto e = GetUpstreamError(ClassifyHttpStatus(r));
     ASSERT_TRUE(e.has_value()) << c.sent;
     EXPECT_EQ(e->wechatpay_message, c.kept) << c.sent;
+    EXPECT_EQ(e->wechatpay_code, c.kept) << c.sent;  // ErrorInfo drops it unless UPPER_SNAKE; the log shows it
     EXPECT_FALSE(e->detail_json.empty()) << c.sent;
     EXPECT_EQ(ToDisplayableText(e->detail_json, 512), e->detail_json) << c.sent;  // already displayable
   }
