@@ -234,7 +234,9 @@ void Metrics::VerificationFailure(absl::string_view reason) {
 void Metrics::UpstreamResponse(absl::string_view host, int http_status, absl::string_view wechatpay_code,
                                absl::Duration latency) {
   upstream_requests_
-      ->Add({{"host", std::string(host)}, {"status", StatusLabel(http_status)}, {"wechatpay_code", CodeLabel(wechatpay_code)}})
+      ->Add({{"host", std::string(host)},
+             {"status", StatusLabel(http_status)},
+             {"wechatpay_code", CodeLabel(wechatpay_code)}})
       .Increment();
   upstream_latency_->Add({{"host", std::string(host)}}, LatencyBuckets()).Observe(absl::ToDoubleSeconds(latency));
 }

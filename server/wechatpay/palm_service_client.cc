@@ -84,7 +84,8 @@ absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view bod
   if (r.authorize_time_raw.size() > kMaxAuthorizeTimeBytes ||
       !std::all_of(r.authorize_time_raw.begin(), r.authorize_time_raw.end(),
                    [](char c) { return c >= ' ' && c < 0x7F; })) {
-    return Malformed(absl::StrCat("authorize_time is over ", kMaxAuthorizeTimeBytes, " bytes or not printable ASCII"), "");
+    return Malformed(absl::StrCat("authorize_time is over ", kMaxAuthorizeTimeBytes, " bytes or not printable ASCII"),
+                     "");
   }
   if (!r.authorize_time_raw.empty()) {
     absl::Time t;
