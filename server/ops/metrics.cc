@@ -51,6 +51,21 @@ std::string CodeLabel(absl::string_view code) {
   return wechatpay::IsKnownWechatpayCode(code) ? std::string(code) : "OTHER";
 }
 
+// HTTP status label: anything on the path can answer with any 3-digit status
+// (299, 418, 999 each made a series of their own), so only the statuses WeChat
+// Pay documents for APIv3 (wechatpay-v3.md section 5.2; 504 from the gateways
+// in front of it) are label values of their own; any other is counted by
+// class, and what is no HTTP status at all as "other". 0: no response.
+std::string StatusLabel(int http_status) {
+  static constexpr int kDocumented[] = {200, 202, 204, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504};
+  if (http_status == 0) return "0";
+  for (int documented : kDocumented) {
+    if (http_status == documented) return absl::StrCat(http_status);
+  }
+  if (http_status >= 200 && http_status <= 599) return absl::StrCat(http_status / 100, "xx");
+  return "other";
+}
+
 // Reason label: palmgate's own ErrorInfo reasons are UPPER_SNAKE; anything
 // else is not used as a label value.
 std::string ReasonLabel(absl::string_view reason) {
@@ -225,7 +240,9 @@ void Metrics::VerificationFailure(absl::string_view reason) {
 void Metrics::UpstreamResponse(absl::string_view host, int http_status, absl::string_view wechatpay_code,
                                absl::Duration latency) {
   upstream_requests_
-      ->Add({{"host", std::string(host)}, {"status", absl::StrCat(http_status)}, {"wechatpay_code", CodeLabel(wechatpay_code)}})
+      ->Add({{"host", std::string(host)},
+             {"status", StatusLabel(http_status)},
+             {"wechatpay_code", CodeLabel(wechatpay_code)}})
       .Increment();
   upstream_latency_->Add({{"host", std::string(host)}}, LatencyBuckets()).Observe(absl::ToDoubleSeconds(latency));
 }

@@ -12,10 +12,13 @@
 // last key refresh, measured clock skew.
 //
 // No label ever holds an openid or other user data: label values are method
-// names from a fixed set, gRPC code names, configured hosts, HTTP statuses,
-// WeChat Pay codes from a fixed list (wechatpay::IsKnownWechatpayCode; any
-// other code is "OTHER", no code "none") and palmgate's error reasons. Every
-// label value comes from a bounded set: unsigned error bodies cannot add series.
+// names from a fixed set, gRPC code names, configured hosts, HTTP statuses
+// from a fixed list (those WeChat Pay documents: 200, 202, 204, 400, 401, 403,
+// 404, 405, 429, 500, 502, 503, 504; any other by class, "2xx" to "5xx", else
+// "other"; "0" for no response), WeChat Pay codes from a fixed list
+// (wechatpay::IsKnownWechatpayCode; any other code is "OTHER", no code "none")
+// and palmgate's error reasons. Every label value comes from a bounded set:
+// unsigned statuses and error bodies cannot add series.
 //
 // Thread safety: thread-safe.
 #ifndef PALMGATE_SERVER_OPS_METRICS_H_
@@ -81,8 +84,10 @@ class Metrics {
   // `method` is the full method name; unknown names are counted as "other".
   void RpcFinished(absl::string_view method, int grpc_code, absl::Duration latency);
   void VerificationFailure(absl::string_view reason);
-  // `wechatpay_code` is the `code` of an error body as sent (unsigned); it is
-  // counted under its own name only when IsKnownWechatpayCode, else as OTHER.
+  // `http_status` (0: no response) and `wechatpay_code`, the `code` of an
+  // error body, are as sent (unsigned): the status is counted under its own
+  // number only when WeChat Pay documents it (above), else by class; the code
+  // under its own name only when IsKnownWechatpayCode, else as OTHER.
   void UpstreamResponse(absl::string_view host, int http_status, absl::string_view wechatpay_code,
                         absl::Duration latency);
 

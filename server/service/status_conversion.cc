@@ -12,6 +12,8 @@
 namespace palmgate::service {
 namespace {
 
+constexpr size_t kMaxWechatpayMessageBytes = 512;
+
 using wechatpay::ErrorReason;
 using wechatpay::GetUpstreamError;
 using wechatpay::UpstreamError;
@@ -56,12 +58,15 @@ grpc::Status ToGrpcStatus(const absl::Status& status, const std::vector<absl::St
   if (e.has_value()) {
     // Serials (configuration, or unverified header text) are not passed on:
     // the RPC's log line has them. The code is unsigned: passed on only in
-    // WeChat Pay's form; the message is WeChat Pay's (unsigned) human text.
+    // WeChat Pay's form; the message is WeChat Pay's (unsigned) human text,
+    // made displayable here too, whatever built the payload.
     auto& md = *info.mutable_metadata();
     if (!e->request_id.empty()) md["requestId"] = e->request_id;
     if (e->http_status != 0) md["httpStatus"] = absl::StrCat(e->http_status);
     if (wechatpay::IsWellFormedWechatpayCode(e->wechatpay_code)) md["wechatpayCode"] = e->wechatpay_code;
-    if (!e->wechatpay_message.empty()) md["wechatpayMessage"] = e->wechatpay_message;
+    if (!e->wechatpay_message.empty()) {
+      md["wechatpayMessage"] = wechatpay::ToDisplayableText(e->wechatpay_message, kMaxWechatpayMessageBytes);
+    }
     if (!e->field.empty()) md["field"] = e->field;
   }
   rich.add_details()->PackFrom(info);

@@ -35,7 +35,9 @@ std::string CallerMessage(const absl::Status& status);
 // gets CallerMessage() and details: ErrorInfo (reason from the payload,
 // "INTERNAL" when there is none; metadata requestId, httpStatus,
 // wechatpayCode when of WeChat Pay's form [A-Z][A-Z0-9_]{0,63},
-// wechatpayMessage, field), BadRequest when the payload names a field,
+// wechatpayMessage: WeChat Pay's unsigned human text, as
+// wechatpay::ToDisplayableText of at most 512 bytes (no controls, no bidi or
+// other invisible format characters), field), BadRequest when the payload names a field,
 // RetryInfo when the payload has a retry hint. `more` adds further failed statuses whose field
 // violations join the same BadRequest (one RPC may have several bad fields).
 grpc::Status ToGrpcStatus(const absl::Status& status, const std::vector<absl::Status>& more = {});

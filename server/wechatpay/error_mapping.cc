@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -16,15 +17,56 @@
 namespace palmgate::wechatpay {
 namespace {
 
-constexpr size_t kMaxKeptText = 512;  // bound what an error body can put in a status
+// What an error body can put in a status (proto3 strings: valid UTF-8) and the log: ToDisplayableText.
+constexpr size_t kMaxKeptText = 512;
 // Error bodies are not signed: anything may answer with one. Nesting deeper
 // than this is dropped while parsing, because dump() recurses once per level
 // and a 256 KB body can nest 100,000 levels deep (a stack overflow).
 constexpr int kMaxJsonDepth = 32;
 
-// Kept texts end up in proto3 strings (ErrorInfo metadata), which must be valid
-// UTF-8: the cut never splits a character and stray bytes (a header) become '?'.
-std::string Bounded(absl::string_view s) { return ToBoundedUtf8(s, kMaxKeptText); }
+// Returns the code point of the sequence of `len` bytes at `s` (valid UTF-8).
+char32_t DecodeValid(const char* s, size_t len) {
+  const auto b = [s](size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[k])); };
+  switch (len) {
+    case 1:
+      return b(0);
+    case 2:
+      return ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
+    case 3:
+      return ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
+    default:
+      return ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
+  }
+}
+
+size_t Utf8Length(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if ((lead & 0xE0) == 0xC0) return 2;
+  if ((lead & 0xF0) == 0xE0) return 3;
+  return 4;
+}
+
+// Line breaks and tabs: shown as a space.
+bool IsBreak(char32_t c) { return (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0x2028 || c == 0x2029; }
+
+// C0 and C1 controls, DEL, and the invisible format characters (Unicode
+// category Cf: bidi embeddings, overrides, isolates and marks, zero-width
+// characters, the BOM, interlinear annotations, tags, ...), which can reorder
+// or hide what a person reading the text sees.
+bool IsInvisible(char32_t c) {
+  if (c < 0x20 || (c >= 0x7F && c <= 0x9F)) return true;
+  static constexpr std::pair<char32_t, char32_t> kFormat[] = {
+      {0x00AD, 0x00AD},   {0x0600, 0x0605},   {0x061C, 0x061C},   {0x06DD, 0x06DD},   {0x070F, 0x070F},
+      {0x0890, 0x0891},   {0x08E2, 0x08E2},   {0x180E, 0x180E},   {0x200B, 0x200F},   {0x202A, 0x202E},
+      {0x2060, 0x2064},   {0x2066, 0x206F},   {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD},
+      {0x110CD, 0x110CD}, {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+      {0xE0020, 0xE007F},
+  };
+  for (const auto& [first, last] : kFormat) {
+    if (c >= first && c <= last) return true;
+  }
+  return false;
+}
 
 // Parses `body`, dropping every object or array nested deeper than kMaxJsonDepth
 // (the levels above stay). nlohmann's parser itself is iterative, and its
@@ -79,6 +121,26 @@ constexpr size_t kDroppedPrefixBytes = 32;  // how much of a refused Request-ID 
 bool IsRequestIdChar(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }
 
 }  // namespace
+
+std::string ToDisplayableText(absl::string_view text, size_t max_bytes) {
+  const std::string valid = ToBoundedUtf8(text, max_bytes);  // bounds the work too
+  std::string out;
+  out.reserve(valid.size());
+  for (size_t i = 0; i < valid.size();) {
+    const size_t len = Utf8Length(static_cast<unsigned char>(valid[i]));
+    const char32_t c = DecodeValid(valid.data() + i, len);
+    if (IsBreak(c)) {
+      out.push_back(' ');
+    } else if (IsInvisible(c)) {
+      out.append("\xEF\xBF\xBD");  // U+FFFD REPLACEMENT CHARACTER
+    } else {
+      out.append(valid, i, len);
+    }
+    i += len;
+  }
+  // A one-byte control became three bytes: cut again, on a character boundary.
+  return out.size() <= max_bytes ? out : ToBoundedUtf8(out, max_bytes);
+}
 
 std::optional<absl::Duration> ParseRetryAfter(absl::string_view value, absl::Time reference) {
   value = absl::StripAsciiWhitespace(value);
@@ -152,13 +214,14 @@ absl::Status ClassifyHttpStatus(const HttpResponse& response, absl::Time now) {
   nlohmann::json body = ParseShallow(response.body);
   if (body.is_object()) {
     if (auto it = body.find("code"); it != body.end() && it->is_string()) {
-      e.wechatpay_code = Bounded(it->get<std::string>());
+      e.wechatpay_code = ToDisplayableText(it->get<std::string>(), kMaxKeptText);  // the log shows it
     }
     if (auto it = body.find("message"); it != body.end() && it->is_string()) {
-      e.wechatpay_message = Bounded(it->get<std::string>());
+      e.wechatpay_message = ToDisplayableText(it->get<std::string>(), kMaxKeptText);
     }
     if (auto it = body.find("detail"); it != body.end() && !it->is_null()) {
-      e.detail_json = Bounded(it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      e.detail_json =
+          ToDisplayableText(it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), kMaxKeptText);
     }
   }
   MappedError m = MapHttpError(response.status, e.wechatpay_code);

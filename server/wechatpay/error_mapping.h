@@ -53,6 +53,18 @@ bool IsKnownWechatpayCode(absl::string_view code);
 // be passed on to callers in ErrorInfo; anything else is dropped there.
 bool IsWellFormedWechatpayCode(absl::string_view code);
 
+// Returns unsigned outside text (an error body's `message`, its `detail`) fit
+// to be shown to a person: valid UTF-8 of at most `max_bytes` bytes (bytes that
+// start no well-formed sequence become '?'; the cut never splits a character),
+// with line breaks and tabs (C0 TAB to CR, U+0085, U+2028, U+2029) as a space,
+// and every other C0/C1 control, DEL and invisible format character (Unicode
+// category Cf: bidi embeddings, overrides, isolates and marks U+202A-202E,
+// U+2066-2069, U+200E/200F, U+061C; zero-width characters; the BOM; tags) as
+// U+FFFD. Such text can no longer reorder, hide or forge lines of what a
+// reader sees (a terminal escape, a right-to-left override, a fake log line);
+// it is still unsigned: show it, never act on it.
+std::string ToDisplayableText(absl::string_view text, size_t max_bytes);
+
 // RequestId: WeChat Pay's `Request-ID` header as the gateway uses it.
 struct RequestId {
   // The header value when it is 1-64 characters of [0-9A-Za-z_-] (WeChat
@@ -70,7 +82,8 @@ RequestId ReadRequestId(const HttpResponse& response);
 
 // Returns OK for a 2xx response. Otherwise returns the mapped error, carrying
 // the HTTP status, WeChat Pay's `code`, `message` and `detail` (parsed leniently:
-// the body may be HTML from a proxy, or empty; each kept bounded, as sent) and
+// the body may be HTML from a proxy, or empty; each as ToDisplayableText of at
+// most 512 bytes) and
 // the Request-ID (ReadRequestId). Error
 // responses are classified whether or not they are signed; they are never
 // verified (WeChat Pay does not sign most of them). 429, 202 and 5xx answers

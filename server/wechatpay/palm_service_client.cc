@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,7 @@ namespace {
 // The range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 const absl::Time kMinTimestamp = absl::FromUnixSeconds(-62135596800);
 const absl::Time kMaxTimestamp = absl::FromUnixSeconds(253402300799) + absl::Nanoseconds(999999999);
+constexpr size_t kMaxAuthorizeTimeBytes = 64;
 
 absl::Status Malformed(absl::string_view why, const std::string& request_id) {
   UpstreamError e;
@@ -41,8 +44,24 @@ bool OptionalString(const nlohmann::json& obj, const char* name, std::string* ou
 
 absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view body, absl::string_view openid,
                                                            absl::string_view organization_id) {
-  nlohmann::json doc = nlohmann::json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // nlohmann::json keeps the last of two members with the same name, so
+  // {"openid":"oOther",...,"openid":"oVictim"} would be read as about oVictim
+  // while another parser reads it as about oOther: a body whose top-level
+  // object names a member twice is refused (names compared unescaped).
+  std::vector<std::string> names;
+  bool duplicate = false;
+  const nlohmann::json::parser_callback_t seen = [&names, &duplicate](int depth, nlohmann::json::parse_event_t event,
+                                                                      nlohmann::json& parsed) {
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key && parsed.is_string()) {
+      const std::string& name = parsed.get_ref<const std::string&>();
+      duplicate |= std::find(names.begin(), names.end(), name) != names.end();
+      names.push_back(name);
+    }
+    return true;
+  };
+  nlohmann::json doc = nlohmann::json::parse(body.begin(), body.end(), seen, /*allow_exceptions=*/false);
   if (!doc.is_object()) return Malformed("body is not a JSON object", "");
+  if (duplicate) return Malformed("a member name appears twice", "");
   AuthorizationResult r;
   for (auto [name, out] : {std::pair{"openid", &r.openid}, std::pair{"organization_id", &r.organization_id},
                            std::pair{"state", &r.state}, std::pair{"authorize_time", &r.authorize_time_raw}}) {
@@ -58,6 +77,16 @@ absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view bod
     return Malformed("answer is for another organization_id", "");
   }
   if (r.state.empty()) return Malformed("answer carries no state", "");
+  // Signed, but passed on verbatim (wechatpay_state): only what has the form of
+  // a WeChat Pay enum value, known or not, UPPER_SNAKE of at most 64 characters.
+  if (!IsWellFormedWechatpayCode(r.state)) return Malformed("state is not of the form [A-Z][A-Z0-9_]{0,63}", "");
+  // An RFC 3339 time is at most 35 characters of ASCII.
+  if (r.authorize_time_raw.size() > kMaxAuthorizeTimeBytes ||
+      !std::all_of(r.authorize_time_raw.begin(), r.authorize_time_raw.end(),
+                   [](char c) { return c >= ' ' && c < 0x7F; })) {
+    return Malformed(absl::StrCat("authorize_time is over ", kMaxAuthorizeTimeBytes, " bytes or not printable ASCII"),
+                     "");
+  }
   if (!r.authorize_time_raw.empty()) {
     absl::Time t;
     std::string err;
@@ -477,6 +506,8 @@ void PalmServiceClient::Verify(const std::shared_ptr<Call>& call, const std::str
       return;
     }
     if (reason == ErrorReason::kResponseTimestampSkew) {
+      // ValidateResponse judges the window only after the signature verified:
+      // this timestamp is WeChat Pay's. Every other failure leaves the skew alone.
       int64_t ts = 0;
       if (absl::SimpleAtoi(response.headers.GetOrEmpty("Wechatpay-Timestamp"), &ts)) {
         NoteSkew(absl::FromUnixSeconds(ts) - now, /*beyond_window=*/true);

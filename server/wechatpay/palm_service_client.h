@@ -91,9 +91,9 @@ class CallCoalescer;
 struct AuthorizationResult {
   std::string openid;
   std::string organization_id;
-  std::string state;  // e.g. "AUTHORIZATION_STATE_ON"; passed through verbatim, also when unknown
+  std::string state;  // e.g. "AUTHORIZATION_STATE_ON"; [A-Z][A-Z0-9_]{0,63}, verbatim also when unknown
   std::optional<absl::Time> authorize_time;  // nullopt also outside years 1-9999 (google.protobuf.Timestamp)
-  std::string authorize_time_raw;  // as sent, kept even when it does not parse as RFC 3339
+  std::string authorize_time_raw;  // as sent (<= 64 bytes, printable ASCII), kept even when not RFC 3339
   std::string request_id;          // WeChat Pay's Request-ID when well-formed (ReadRequestId); not signed
   std::string request_id_dropped;  // for the log only: why a Request-ID header was not kept
   std::string verified_by;         // serial of the key that verified the signature
@@ -105,11 +105,14 @@ struct AuthorizationResult {
 // Parses a verified 200 body and binds it to the query (wechatpay-v3.md
 // section 1: every field is optional on paper, but an answer must say whom it
 // is about to be an answer to this query). kInternal with
-// kUpstreamMalformedResponse when the body is not a JSON object, a field has
-// the wrong type, `openid` is absent or not the one asked about, `state` is
-// absent or empty, or `organization_id` is present and not the one asked for.
-// An unknown state string is accepted and kept verbatim (states may be added;
-// the service maps it to AUTHORIZATION_STATE_UNSPECIFIED).
+// kUpstreamMalformedResponse when the body is not a JSON object, its top-level
+// object names a member twice (parsers disagree on which one counts), a field
+// has the wrong type, `openid` is absent or not the one asked about, `state`
+// is absent or not of a WeChat Pay enum value's form [A-Z][A-Z0-9_]{0,63},
+// `organization_id` is present and not the one asked for, or `authorize_time`
+// is over 64 bytes or not printable ASCII. Every string kept is thus bounded
+// and valid UTF-8. An unknown state of that form is accepted and kept verbatim
+// (states may be added; the service maps it to AUTHORIZATION_STATE_UNSPECIFIED).
 absl::StatusOr<AuthorizationResult> ParseAuthorizationBody(absl::string_view body, absl::string_view openid,
                                                            absl::string_view organization_id);
 

@@ -74,14 +74,6 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
   if (!ParseTimestamp(*timestamp, &ts)) {
     return fail(ErrorReason::kResponseTimestampInvalid, "Wechatpay-Timestamp is not a decimal unix time");
   }
-  const absl::Duration skew = absl::FromUnixSeconds(ts) - now;
-  if (absl::AbsDuration(skew) >= options.max_clock_skew) {
-    return fail(ErrorReason::kResponseTimestampSkew,
-                absl::StrCat("Wechatpay-Timestamp is ", absl::FormatDuration(skew),
-                             " from the local clock (allowed: under ", absl::FormatDuration(options.max_clock_skew),
-                             "); is the local clock wrong?"));
-  }
-
   const VerificationKey* key = ring.Find(*serial);
   if (key == nullptr) {
     // The known serials are configuration: this message goes to the log only
@@ -104,6 +96,15 @@ absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, 
   if (!*valid) {
     return fail(ErrorReason::kResponseSignatureInvalid,
                 absl::StrCat("signature does not verify with key \"", key->serial, "\""));
+  }
+  // Only now is the timestamp WeChat Pay's own: judged after the signature, so
+  // that no unverified header can make the gateway report a skew.
+  const absl::Duration skew = absl::FromUnixSeconds(ts) - now;
+  if (absl::AbsDuration(skew) >= options.max_clock_skew) {
+    return fail(ErrorReason::kResponseTimestampSkew,
+                absl::StrCat("Wechatpay-Timestamp is ", absl::FormatDuration(skew),
+                             " from the local clock (allowed: under ", absl::FormatDuration(options.max_clock_skew),
+                             "); is the local clock wrong?"));
   }
   return VerifiedResponse{key->serial, e.request_id, e.request_id_dropped, skew};
 }

@@ -5,10 +5,15 @@
 //   1. HTTP status: non-2xx is an error carrying WeChat Pay's code, message,
 //      detail and Request-ID (ClassifyHttpStatus); it is not verified.
 //   2. All four headers Wechatpay-Timestamp, -Nonce, -Signature, -Serial present.
-//   3. Timestamp decimal and within the window (default 300 s, both directions).
+//   3. Timestamp decimal (at most 12 digits).
 //   4. Serial known to the key ring.
 //   5. Not a `WECHATPAY/SIGNTEST/` probe; strict Base64 of 256 bytes.
 //   6. SHA256withRSA signature valid over `TIMESTAMP\nNONCE\nRAW_BODY\n`.
+//   7. Timestamp within the window (default 300 s, both directions): the
+//      replay window. Judged only once the signature verified, so that
+//      kResponseTimestampSkew always means "WeChat Pay really signed this
+//      time" and unverified headers never feed the gateway's clock-skew
+//      reports; any earlier failure keeps its own reason whatever the time.
 // Each failure has its own ErrorReason; all are kInternal except the HTTP
 // classification. The Request-ID header is not covered by the signature: it
 // is kept only when well-formed (ReadRequestId), in answers and errors alike. Unknown serial is only reported: refreshing keys and
@@ -45,7 +50,7 @@ struct VerifiedResponse {
 std::string BuildResponseVerifyMessage(absl::string_view timestamp, absl::string_view nonce,
                                        absl::string_view body);
 
-// Validates `response` against `ring` at local time `now` (steps 1–6 above).
+// Validates `response` against `ring` at local time `now` (steps 1–7 above).
 absl::StatusOr<VerifiedResponse> ValidateResponse(const HttpResponse& response, const KeyRing& ring,
                                                   absl::Time now, const ValidatorOptions& options = {});
 

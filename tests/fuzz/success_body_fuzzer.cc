@@ -4,8 +4,8 @@
 // Input: the body, any bytes. The query is the one of vectors D3/D4.
 //
 // Invariants:
-//   - an accepted body names the openid asked for, carries a state, and names
-//     the organization asked for or none;
+//   - an accepted body names the openid asked for, carries a state of the form
+//     [A-Z][A-Z0-9_]{0,63}, and names the organization asked for or none;
 //   - every string of the answer is valid UTF-8 and the answer serialises and
 //     parses back unchanged (a client must always be able to decode it);
 //   - authorize_time, when set, is a valid google.protobuf.Timestamp (seconds
@@ -19,6 +19,7 @@
 #include "server/common/utf8.h"
 #include "server/service/request_mapping.h"
 #include "server/wechatpay/error.h"
+#include "server/wechatpay/error_mapping.h"
 #include "server/wechatpay/palm_service_client.h"
 #include "tests/fuzz/fuzz_util.h"
 
@@ -33,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     PALMGATE_FUZZ_CHECK(wechatpay::GetReason(result.status()) == wechatpay::ErrorReason::kUpstreamMalformedResponse);
     return 0;
   }
-  PALMGATE_FUZZ_CHECK(result->openid == kOpenid && !result->state.empty());
+  PALMGATE_FUZZ_CHECK(result->openid == kOpenid && wechatpay::IsWellFormedWechatpayCode(result->state));
   PALMGATE_FUZZ_CHECK(result->organization_id.empty() || result->organization_id == kOrganizationId);
   PALMGATE_FUZZ_CHECK(!result->authorize_time.has_value() || !result->authorize_time_raw.empty());
   for (const std::string* s : {&result->openid, &result->organization_id, &result->state, &result->authorize_time_raw}) {

@@ -29,6 +29,19 @@ std::set<std::string> CodeLabels(const std::string& text) {
   return codes;
 }
 
+// The status label values of palmgate_upstream_requests_total in `text`.
+std::set<std::string> StatusLabels(const std::string& text) {
+  std::set<std::string> statuses;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, "palmgate_upstream_requests_total{")) continue;
+    const size_t at = line.find("status=\"");
+    if (at == absl::string_view::npos) continue;
+    absl::string_view rest = line.substr(at + 8);
+    statuses.insert(std::string(rest.substr(0, rest.find('"'))));
+  }
+  return statuses;
+}
+
 // Issue 13 finding 10: error bodies are not signed, and 40 random codes made
 // 26 new series of palmgate_upstream_requests_total. Now only a fixed list of
 // WeChat Pay codes is a label value; every other code is OTHER.
@@ -64,6 +77,23 @@ TEST(MetricsTest, UnsignedWechatpayCodesCannotAddSeries) {
   (*metrics)->UpstreamResponse("https://api.mch.weixin.qq.com", 200, "", absl::Milliseconds(5));
   EXPECT_THAT(CodeLabels((*metrics)->Render()),
               ::testing::UnorderedElementsAre("OTHER", "PARAM_ERROR", "RATELIMIT_EXCEEDED", "none"));
+}
+
+// Issue 13 finding 8a: the status label took any 3-digit upstream status (299,
+// 399, 418, 600, 999 each made a new series). Now only the statuses WeChat Pay
+// documents are label values; others count by class, or as "other".
+TEST(MetricsTest, UndocumentedUpstreamStatusesCannotAddSeries) {
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create("");
+  ASSERT_THAT(metrics, IsOk());
+  for (int status = 100; status <= 999; ++status) {
+    (*metrics)->UpstreamResponse("https://api.mch.weixin.qq.com", status, "", absl::Milliseconds(5));
+  }
+  for (int status : {0, -1, 1000, 2147483647}) {
+    (*metrics)->UpstreamResponse("https://api.mch.weixin.qq.com", status, "", absl::Milliseconds(5));
+  }
+  EXPECT_THAT(StatusLabels((*metrics)->Render()),
+              ::testing::UnorderedElementsAre("0", "200", "202", "204", "400", "401", "403", "404", "405", "429",
+                                              "500", "502", "503", "504", "2xx", "3xx", "4xx", "5xx", "other"));
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "server/service/status_conversion.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -139,6 +140,19 @@ TEST(StatusConversionTest, WechatpayCodeIsPassedOnOnlyInWechatpaysForm) {
     EXPECT_EQ(InfoOf(s).metadata().count("wechatpayCode"), 0u) << code;
     EXPECT_EQ(s.error_message().find(code), std::string::npos);
   }
+}
+
+// Finding 8b: wechatpayMessage is unsigned text; whatever built the payload,
+// callers get it without controls or bidi overrides, bounded.
+TEST(StatusConversionTest, WechatpayMessageIsPassedOnDisplayable) {
+  UpstreamError e;
+  e.reason = ErrorReason::kUpstreamUnavailable;
+  e.http_status = 500;
+  e.wechatpay_message = absl::StrCat("\x1b]0;owned\x07 \xE2\x80\xAEnwod\xE2\x80\xA8", std::string(1000, 'x'));
+  const std::string kept =
+      InfoOf(ToGrpcStatus(MakeError(absl::StatusCode::kUnavailable, "x", e))).metadata().at("wechatpayMessage");
+  EXPECT_EQ(kept.substr(0, 27), "\xEF\xBF\xBD]0;owned\xEF\xBF\xBD \xEF\xBF\xBDnwod xxxx");
+  EXPECT_LE(kept.size(), 512u);
 }
 
 TEST(StatusConversionTest, BadRequestListsEveryBadField) {

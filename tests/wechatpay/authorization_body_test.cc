@@ -99,5 +99,61 @@ TEST(AuthorizationBodyTest, KeepsAnUnknownStateVerbatim) {
   EXPECT_EQ(r.state, "AUTHORIZATION_STATE_PAUSED");
 }
 
+// Issue 13 finding 8c: a signed state of 200 KB, or one holding a NUL, went to
+// callers verbatim in wechatpay_state. A state must look like a WeChat Pay
+// enum value; an unknown one of that form still passes (above).
+TEST(AuthorizationBodyTest, StateMustHaveTheFormOfAWechatpayEnumValue) {
+  const std::string prefix = R"({"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o","state":")";
+  for (const std::string& state :
+       {std::string(200 * 1024, 'A'), std::string(65, 'A'), std::string("AUTHORIZATION_STATE_ON\\u0000"),
+        std::string("AUTHORIZATION_STATE_ON "), std::string("authorization_state_on"), std::string("_ON"),
+        std::string("1ON"), std::string("STATE-ON"), std::string("AUTHORIZATION_STATE_\xE2\x80\xAEON")}) {
+    ExpectMalformed(absl::StrCat(prefix, state, R"("})"));
+  }
+  for (const std::string& state : {std::string(64, 'A'), std::string("X"), std::string("AUTHORIZATION_STATE_2")}) {
+    PALMGATE_ASSERT_OK_AND_ASSIGN(AuthorizationResult r,
+                                  ParseAuthorizationBody(absl::StrCat(prefix, state, R"("})"), kOpenid, "1004"));
+    EXPECT_EQ(r.state, state);
+  }
+}
+
+// Finding 8c: authorize_time's raw text is kept; it is bounded like the rest.
+TEST(AuthorizationBodyTest, AuthorizeTimeIsBoundedPrintableAscii) {
+  ExpectMalformed(WithTime(std::string(65, '1')));
+  ExpectMalformed(WithTime(std::string(200 * 1024, '1')));
+  ExpectMalformed(WithTime("2018-06-08T10:34:56+08:00\\u0000"));
+  ExpectMalformed(WithTime("2018-06-08T10:34:56+08:00\\n"));
+  ExpectMalformed(WithTime("2018\xE5\xB9\xB4"));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(AuthorizationResult r,
+                                ParseAuthorizationBody(WithTime(std::string(64, '1')), kOpenid, "1004"));
+  EXPECT_EQ(r.authorize_time_raw, std::string(64, '1'));
+  EXPECT_FALSE(r.authorize_time.has_value());
+  PALMGATE_ASSERT_OK_AND_ASSIGN(r, ParseAuthorizationBody(WithTime("2018-06-08 10:34:56"), kOpenid, "1004"));
+  EXPECT_EQ(r.authorize_time_raw, "2018-06-08 10:34:56");  // not RFC 3339's T: the raw text only
+}
+
+// Issue 13 finding 8d: nlohmann::json keeps the last of two members with the
+// same name, so {"openid":"oOther",...,"openid":"oVictim"} was an answer about
+// oVictim (another parser reads it as about oOther).
+TEST(AuthorizationBodyTest, RefusesATopLevelMemberNamedTwice) {
+  ExpectMalformed(absl::StrCat(R"({"openid":"oOther","state":"AUTHORIZATION_STATE_OFF","openid":")", kOpenid,
+                               R"(","state":"AUTHORIZATION_STATE_ON"})"));
+  ExpectMalformed(absl::StrCat(R"({"openid":")", kOpenid, R"(","state":"AUTHORIZATION_STATE_OFF","openid":")", kOpenid,
+                               R"("})"));
+  // Names compare after unescaping: "open\u0069d" is "openid".
+  ExpectMalformed(absl::StrCat(R"({"openid":"oOther","open\u0069d":")", kOpenid,
+                               R"(","state":"AUTHORIZATION_STATE_ON"})"));
+  ExpectMalformed(absl::StrCat(R"({"openid":")", kOpenid, R"(","state":"AUTHORIZATION_STATE_ON","extra":1,"extra":2})"));
+  // Only the top level counts: nested objects may repeat names of the top level, and their own.
+  PALMGATE_ASSERT_OK_AND_ASSIGN(
+      AuthorizationResult r,
+      ParseAuthorizationBody(absl::StrCat(R"({"openid":")", kOpenid,
+                                          R"(","state":"AUTHORIZATION_STATE_ON","x":{"openid":"a","openid":"b"},)"
+                                          R"("y":[{"state":1},{"state":2}]})"),
+                             kOpenid, "1004"));
+  EXPECT_EQ(r.openid, kOpenid);
+  EXPECT_EQ(r.state, "AUTHORIZATION_STATE_ON");
+}
+
 }  // namespace
 }  // namespace palmgate::wechatpay

@@ -207,6 +207,54 @@ TEST(ErrorMappingTest, KeptTextsAreBoundedValidUtf8) {
   EXPECT_TRUE(IsValidUtf8(e->request_id_dropped));
 }
 
+// Issue 13 finding 8b: an error body's message reached ErrorInfo's
+// wechatpayMessage as sent, ESC, U+202E (right-to-left override) and U+2028
+// included: text that rewrites a terminal, reverses what a reader sees or
+// forges a line. Controls and invisible format characters are replaced.
+TEST(ErrorMappingTest, UnsignedMessageCarriesNoControlOrInvisibleFormatCharacter) {
+  struct Case {
+    const char* sent;  // the JSON string's content, as in the body
+    const char* kept;
+  };
+  const Case cases[] = {
+      {R"(\u001b[31mcall +86 400\u001b[0m)", "\xEF\xBF\xBD[31mcall +86 400\xEF\xBF\xBD[0m"},  // ESC
+      {"pay \xE2\x80\xAE" "004 68+ llac", "pay \xEF\xBF\xBD" "004 68+ llac"},                 // U+202E
+      {"line\xE2\x80\xA8" "fake line", "line fake line"},                                    // U+2028
+      {"a\xE2\x80\xA9" R"(b\nc\r\td)", "a b c  d"},                                          // U+2029 LF CR TAB
+      {R"(x\u0000y\u007fz)" "\xC2\x85" "w\xC2\x9B" "v",
+       "x\xEF\xBF\xBDy\xEF\xBF\xBDz w\xEF\xBF\xBDv"},                                        // NUL DEL NEL CSI
+      {"\xE2\x80\xAA\xE2\x80\xAB\xE2\x80\xAC\xE2\x80\xAD\xE2\x81\xA6\xE2\x81\xA7\xE2\x81\xA8\xE2\x81\xA9",
+       "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},  // bidi
+      {"\xE2\x80\x8E\xE2\x80\x8F\xD8\x9C\xE2\x80\x8B\xEF\xBB\xBF\xC2\xAD\xF3\xA0\x80\x81",  // LRM RLM ALM ZWSP BOM SHY tag
+       "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},
+      {"系统繁忙，请稍后重试 (SYSTEM_ERROR)", "系统繁忙，请稍后重试 (SYSTEM_ERROR)"},  // ordinary text: as sent
+  };
+  for (const Case& c : cases) {
+    HttpResponse r;
+    r.status = 500;
+    r.body = absl::StrCat(R"({"code":")", c.sent, R"(","message":")", c.sent, R"(","detail":{"issue":")", c.sent,
+                          R"("}})");
+    auto e = GetUpstreamError(ClassifyHttpStatus(r));
+    ASSERT_TRUE(e.has_value()) << c.sent;
+    EXPECT_EQ(e->wechatpay_message, c.kept) << c.sent;
+    EXPECT_EQ(e->wechatpay_code, c.kept) << c.sent;  // ErrorInfo drops it unless UPPER_SNAKE; the log shows it
+    EXPECT_FALSE(e->detail_json.empty()) << c.sent;
+    EXPECT_EQ(ToDisplayableText(e->detail_json, 512), e->detail_json) << c.sent;  // already displayable
+  }
+  // Each replaced byte grows to three: the text stays within its 512 bytes, whole characters only.
+  std::string controls;
+  for (int i = 0; i < 600; ++i) controls += R"(\u0001)";
+  HttpResponse r;
+  r.status = 500;
+  r.body = absl::StrCat(R"({"message":")", controls, R"("})");
+  auto e = GetUpstreamError(ClassifyHttpStatus(r));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->wechatpay_message.size(), 510u);
+  EXPECT_TRUE(IsValidUtf8(e->wechatpay_message));
+  EXPECT_EQ(ToDisplayableText(std::string(600, 'a'), 512), std::string(512, 'a'));
+  EXPECT_EQ(ToDisplayableText("ok\xff", 512), "ok?");
+}
+
 // Issue 13 finding 4: the Request-ID header is not signed, and a 200 whose
 // Request-ID was "CALL-SUPPORT-AT +86 400 <script>alert(1)</script>" handed it
 // on verbatim. Only 1-64 characters of [0-9A-Za-z_-] are kept.

@@ -468,5 +468,67 @@ TEST_F(PalmServiceClientTest, CoalescedCallIsCancelledOnlyWhenNoCallerIsLeft) {
   EXPECT_THAT(results_[2], StatusIs(absl::StatusCode::kCancelled));
 }
 
+// A 200 answer for `openid` with Wechatpay-Timestamp `ts`, signed by `key` and naming `serial`.
+HttpResponse AnswerSignedBy(const crypto::RsaPrivateKey& key, absl::string_view serial, const std::string& openid,
+                            absl::Time ts) {
+  HttpResponse r;
+  r.status = 200;
+  r.body = absl::StrCat(R"({"openid":")", openid, R"(","organization_id":")", kOrg,
+                        R"(","state":"AUTHORIZATION_STATE_ON"})");
+  const std::string timestamp = absl::StrCat(absl::ToUnixSeconds(ts));
+  const std::string nonce = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS";
+  auto sig = key.SignSha256(BuildResponseVerifyMessage(timestamp, nonce, r.body));
+  EXPECT_THAT(sig, IsOk());
+  r.headers.Add("Wechatpay-Timestamp", timestamp);
+  r.headers.Add("Wechatpay-Nonce", nonce);
+  r.headers.Add("Wechatpay-Serial", std::string(serial));
+  r.headers.Add("Wechatpay-Signature", crypto::Base64Encode(sig.ok() ? *sig : std::string()));
+  return r;
+}
+
+// Issue 13 finding 6: an answer signed by a key the gateway does not hold, its
+// timestamp 100000 s ahead, set palmgate_clock_skew_seconds to 99999.948 and
+// logged "the local clock is probably wrong: check NTP" (the window was judged
+// before the signature). Only a verified timestamp may move the measured skew.
+TEST_F(PalmServiceClientTest, UnverifiedAnswersNeverMoveTheMeasuredClockSkew) {
+  Start(1, "o-skew", absl::Seconds(5));
+  ASSERT_TRUE(transport_.Respond(OnlyOpen(), Answer("o-skew")));
+  ASSERT_THAT(results_[1], IsOk());
+  ASSERT_EQ(Client().GetStats().last_clock_skew, absl::ZeroDuration());
+
+  const absl::Time shifted = clock_.Now() + absl::Seconds(100000);
+  struct Forgery {
+    const char* what;
+    HttpResponse answer;
+    ErrorReason reason;
+  };
+  const Forgery forgeries[] = {
+      {"unknown serial", AnswerSignedBy(*wechat_key_, "PUB_KEY_ID_0114232025050200000000000099", "o-skew", shifted),
+       ErrorReason::kUnknownWechatpaySerial},
+      {"another key", AnswerSignedBy(*merchant_key_, kPublicKeyId, "o-skew", shifted),
+       ErrorReason::kResponseSignatureInvalid},
+  };
+  ::testing::internal::CaptureStderr();
+  int slot = 10;
+  for (const Forgery& f : forgeries) {
+    Start(slot, "o-skew", absl::Seconds(5));
+    ASSERT_TRUE(transport_.Respond(OnlyOpen(), f.answer)) << f.what;
+    EXPECT_EQ(GetReason(results_[slot].status()), f.reason) << f.what;
+    EXPECT_EQ(Client().GetStats().last_clock_skew, absl::ZeroDuration()) << f.what;
+    ++slot;
+  }
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(), ::testing::Not(::testing::HasSubstr("check NTP")));
+
+  // A genuinely signed but old answer is still refused (the replay window), and
+  // its verified timestamp is what the skew and the NTP warning report.
+  ::testing::internal::CaptureStderr();
+  Start(20, "o-skew", absl::Seconds(5));
+  ASSERT_TRUE(transport_.Respond(
+      OnlyOpen(), AnswerSignedBy(*wechat_key_, kPublicKeyId, "o-skew", clock_.Now() - absl::Seconds(100000))));
+  EXPECT_EQ(GetReason(results_[20].status()), ErrorReason::kResponseTimestampSkew);
+  EXPECT_EQ(Client().GetStats().last_clock_skew, absl::Seconds(-100000));
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(), ::testing::HasSubstr("check NTP"));
+}
+
 }  // namespace
 }  // namespace palmgate::wechatpay

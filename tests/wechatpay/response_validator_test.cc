@@ -186,6 +186,31 @@ TEST_F(ResponseValidatorTest, EnforcesSkewWindowBothWays) {  // D3-n4
   EXPECT_EQ(ok->skew, absl::Seconds(-400));
 }
 
+// Issue 13 finding 6: the window was judged before the serial and the
+// signature, so any unverified timestamp came back as RESPONSE_TIMESTAMP_SKEW,
+// which the client reports as the local clock's skew. Now a failure before the
+// signature verified keeps its own reason, however far off the timestamp.
+TEST_F(ResponseValidatorTest, JudgesTheWindowOnlyOnceTheSignatureVerified) {
+  const auto resp = SignedResponse(kPubKeyId, kD3Body, kD3Signature);
+  for (absl::Duration off : {absl::Seconds(100000), absl::Seconds(-100000), absl::Seconds(300)}) {
+    const absl::Time now = kSignedAt - off;  // the answer's timestamp is `off` from `now`
+    EXPECT_EQ(ReasonOf(ValidateResponse(With(resp, "Wechatpay-Serial", "PUB_KEY_ID_0000000000000000000000000000000009"),
+                                        *mixed_, now)),
+              ErrorReason::kUnknownWechatpaySerial);
+    EXPECT_EQ(ReasonOf(ValidateResponse(With(resp, "Wechatpay-Nonce", "d824f2e086d3c1df967785d13fcd22eF"), *mixed_,
+                                        now)),
+              ErrorReason::kResponseSignatureInvalid);
+    EXPECT_EQ(ReasonOf(ValidateResponse(With(resp, "Wechatpay-Signature", "c2hvcnQ="), *mixed_, now)),
+              ErrorReason::kResponseSignatureMalformed);
+    EXPECT_EQ(ReasonOf(ValidateResponse(With(resp, "Wechatpay-Signature",
+                                             absl::StrCat(kSignatureProbePrefix, kD3Signature)),
+                                        *mixed_, now)),
+              ErrorReason::kResponseSignatureProbe);
+    // The genuine answer itself is outside the window: refused as such (replay window).
+    EXPECT_EQ(ReasonOf(ValidateResponse(resp, *mixed_, now)), ErrorReason::kResponseTimestampSkew);
+  }
+}
+
 TEST_F(ResponseValidatorTest, RejectsUnknownSerialAndNamesTheKnownOnes) {  // D3-n5
   auto r = ValidateResponse(SignedResponse("PUB_KEY_ID_0000000000000000000000000000000009", kD3Body, kD3Signature),
                             *mixed_, kSignedAt);
