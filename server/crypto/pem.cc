@@ -23,6 +23,22 @@ std::optional<absl::string_view> Boundary(absl::string_view line, absl::string_v
   return line;
 }
 
+// A string wiped when it goes out of scope (the body may be a private key).
+struct WipedString {
+  ~WipedString() { WipeString(s); }
+  std::string s;
+};
+
+// The value of a base64 digit (RFC 4648 alphabet), or -1.
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
 bool IsBase64Char(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=';
 }
@@ -31,12 +47,13 @@ bool IsBase64Char(char c) {
 
 absl::StatusOr<PemBlock> DecodePem(absl::string_view text, std::initializer_list<absl::string_view> labels,
                                    size_t max_der) {
-  // Base64 grows 4/3, plus line breaks: a body longer than this is refused
-  // before it is copied or decoded.
-  const size_t max_body = (max_der + 2) / 3 * 4 * 65 / 64 + 4;
+  // Base64 grows 4/3: a body longer than this is refused before it is decoded.
+  const size_t max_body = (max_der + 2) / 3 * 4;
   std::optional<PemBlock> found;
   std::optional<absl::string_view> open;  // label of the block being read
-  std::string body;
+  WipedString wiped;
+  std::string& body = wiped.s;
+  body.reserve(max_body);  // never reallocated: no unwiped copy is left behind
   bool wanted = false;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     line = absl::StripTrailingAsciiWhitespace(line);  // CR of CR LF, trailing blanks
@@ -66,12 +83,19 @@ absl::StatusOr<PemBlock> DecodePem(absl::string_view text, std::initializer_list
             (body.size() - pad > 2 || body.find_first_not_of('=', pad) != std::string::npos)) {
           return absl::InvalidArgumentError(absl::StrCat("PEM \"", *open, "\" body has '=' inside"));
         }
-        PemBlock block{std::string(*open), ""};
-        // Decoding and encoding again must give the same text: refuses
-        // non-zero unused bits, so that each DER has exactly one spelling.
-        if (!absl::Base64Unescape(body, &block.der) || absl::Base64Escape(block.der) != body) {
+        // Canonical: the bits the padding leaves unused are zero, so that
+        // each DER has exactly one spelling.
+        const size_t padding = pad == std::string::npos ? 0 : body.size() - pad;
+        const int last = padding == 0 ? 0 : Base64Value(body[pad - 1]);
+        if ((padding == 1 && (last & 0x03) != 0) || (padding == 2 && (last & 0x0f) != 0)) {
           return absl::InvalidArgumentError(absl::StrCat("PEM \"", *open, "\" body is not canonical base64"));
         }
+        std::string der;
+        if (!absl::Base64Unescape(body, &der)) {
+          WipeString(der);
+          return absl::InvalidArgumentError(absl::StrCat("PEM \"", *open, "\" body is not base64"));
+        }
+        PemBlock block{std::string(*open), SecretString(std::move(der))};
         if (block.der.size() > max_der) {
           return absl::InvalidArgumentError(
               absl::StrCat("PEM \"", *open, "\" is ", block.der.size(), " bytes; at most ", max_der, " expected"));

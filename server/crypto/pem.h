@@ -15,13 +15,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/crypto/secret.h"
 
 namespace palmgate::crypto {
 
 // One decoded PEM block.
 struct PemBlock {
   std::string label;  // e.g. "PRIVATE KEY"
-  std::string der;    // the base64 body, decoded
+  SecretString der;   // the base64 body, decoded; wiped when the block goes (it may be a private key)
 };
 
 // Finds the one block of `text` whose label is in `labels` and decodes it.
@@ -35,7 +36,8 @@ struct PemBlock {
 //     canonical (unused bits zero), decoding to 1 to `max_der` bytes.
 // kInvalidArgument when no block of an accepted label is present, when there is
 // more than one (which key was meant?), or when the block breaks a rule above.
-// Messages name the rule broken, never the text.
+// Messages name the rule broken, never the text. The copies of the body made
+// while decoding are wiped before returning.
 absl::StatusOr<PemBlock> DecodePem(absl::string_view text, std::initializer_list<absl::string_view> labels,
                                    size_t max_der);
 

@@ -114,22 +114,35 @@ absl::StatusOr<SslPtr<X509>> ParseX509(absl::string_view pem) {
   return x;
 }
 
-void FreeAsn1Sequence(STACK_OF(ASN1_TYPE)* s) { sk_ASN1_TYPE_pop_free(s, ASN1_TYPE_free); }
+// Frees a parsed SEQUENCE, wiping its INTEGERs first (they may be a private key's).
+void FreeAsn1Sequence(STACK_OF(ASN1_TYPE)* s) {
+  for (int i = 0; i < sk_ASN1_TYPE_num(s); ++i) {
+    ASN1_TYPE* t = sk_ASN1_TYPE_value(s, i);
+    if (ASN1_TYPE_get(t) == V_ASN1_INTEGER || ASN1_TYPE_get(t) == V_ASN1_NEG_INTEGER) {
+      OPENSSL_cleanse(t->value.integer->data, static_cast<size_t>(t->value.integer->length));
+    }
+  }
+  sk_ASN1_TYPE_pop_free(s, ASN1_TYPE_free);
+}
 using Asn1Sequence = std::unique_ptr<STACK_OF(ASN1_TYPE), decltype(&FreeAsn1Sequence)>;
+struct BnClearFree {
+  void operator()(BIGNUM* bn) const { BN_clear_free(bn); }
+};
+using SecretBn = std::unique_ptr<BIGNUM, BnClearFree>;  // a BIGNUM wiped when freed
 
 // The INTEGERs of a DER SEQUENCE of exactly `count` non-negative INTEGERs
 // (PKCS#1 RSAPrivateKey, RSAPublicKey) that fills `der` entirely, or empty.
-std::vector<SslPtr<BIGNUM>> DerIntegers(absl::string_view der, int count) {
+std::vector<SecretBn> DerIntegers(absl::string_view der, int count) {
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
   const unsigned char* const end = p + der.size();
   Asn1Sequence seq(d2i_ASN1_SEQUENCE_ANY(nullptr, &p, static_cast<long>(der.size())), FreeAsn1Sequence);
-  std::vector<SslPtr<BIGNUM>> out;
+  std::vector<SecretBn> out;
   if (seq == nullptr || p != end || sk_ASN1_TYPE_num(seq.get()) != count) return out;
   for (int i = 0; i < count; ++i) {
     const ASN1_TYPE* t = sk_ASN1_TYPE_value(seq.get(), i);
     if (ASN1_TYPE_get(t) != V_ASN1_INTEGER) return {};  // negative INTEGERs are V_ASN1_NEG_INTEGER
-    SslPtr<BIGNUM> bn(ASN1_INTEGER_to_BN(t->value.integer, nullptr));
-    if (bn == nullptr) return {};
+    SecretBn bn(BN_secure_new());  // BN_FLG_SECURE: see RsaFromParts
+    if (bn == nullptr || ASN1_INTEGER_to_BN(t->value.integer, bn.get()) == nullptr) return {};
     out.push_back(std::move(bn));
   }
   return out;
@@ -139,13 +152,15 @@ std::vector<SslPtr<BIGNUM>> DerIntegers(absl::string_view der, int count) {
 // `values` pair up. OpenSSL 3.0's generic DER decoder costs ~0.4 ms per call
 // (it enumerates every provider's decoders for each new context), the import
 // of numbers already parsed a small fraction of that.
-SslPtr<EVP_PKEY> RsaFromParts(const std::vector<const char*>& names, const std::vector<SslPtr<BIGNUM>>& values,
+SslPtr<EVP_PKEY> RsaFromParts(const std::vector<const char*>& names, const std::vector<SecretBn>& values,
                               int selection) {
   std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(), OSSL_PARAM_BLD_free);
   if (bld == nullptr) return nullptr;
   for (size_t i = 0; i < names.size(); ++i) {
     if (OSSL_PARAM_BLD_push_BN(bld.get(), names[i], values[i].get()) != 1) return nullptr;
   }
+  // The numbers are BN_FLG_SECURE (DerIntegers): OSSL_PARAM_BLD_to_param puts
+  // them in the block that OSSL_PARAM_free wipes.
   std::unique_ptr<OSSL_PARAM, decltype(&OSSL_PARAM_free)> params(OSSL_PARAM_BLD_to_param(bld.get()), OSSL_PARAM_free);
   SslPtr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr));
   if (params == nullptr || ctx == nullptr || EVP_PKEY_fromdata_init(ctx.get()) != 1) return nullptr;
@@ -156,7 +171,7 @@ SslPtr<EVP_PKEY> RsaFromParts(const std::vector<const char*>& names, const std::
 
 // PKCS#1 RSAPrivateKey (two primes: version 0 and eight INTEGERs).
 SslPtr<EVP_PKEY> RsaPrivateFromPkcs1(absl::string_view der) {
-  std::vector<SslPtr<BIGNUM>> parts = DerIntegers(der, 9);
+  std::vector<SecretBn> parts = DerIntegers(der, 9);
   if (parts.empty() || !BN_is_zero(parts[0].get())) return nullptr;
   parts.erase(parts.begin());
   return RsaFromParts({OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E, OSSL_PKEY_PARAM_RSA_D,
@@ -167,7 +182,7 @@ SslPtr<EVP_PKEY> RsaPrivateFromPkcs1(absl::string_view der) {
 
 // PKCS#1 RSAPublicKey (modulus, exponent).
 SslPtr<EVP_PKEY> RsaPublicFromPkcs1(absl::string_view der) {
-  std::vector<SslPtr<BIGNUM>> parts = DerIntegers(der, 2);
+  std::vector<SecretBn> parts = DerIntegers(der, 2);
   if (parts.empty()) return nullptr;
   return RsaFromParts({OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E}, parts, EVP_PKEY_PUBLIC_KEY);
 }
@@ -178,8 +193,8 @@ SslPtr<EVP_PKEY> RsaPublicFromPkcs1(absl::string_view der) {
 SslPtr<EVP_PKEY> ParsePrivateKeyPem(absl::string_view pem, bool* not_rsa) {
   absl::StatusOr<PemBlock> block = DecodePem(pem, {"PRIVATE KEY", "RSA PRIVATE KEY"}, kMaxPrivateKeyDer);
   if (!block.ok()) return nullptr;
-  if (block->label == "RSA PRIVATE KEY") return RsaPrivateFromPkcs1(block->der);
-  const auto* p = reinterpret_cast<const unsigned char*>(block->der.data());
+  if (block->label == "RSA PRIVATE KEY") return RsaPrivateFromPkcs1(block->der.view());
+  const auto* p = reinterpret_cast<const unsigned char*>(block->der.view().data());
   const unsigned char* const end = p + block->der.size();
   std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)> p8(
       d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(block->der.size())), PKCS8_PRIV_KEY_INFO_free);
@@ -199,8 +214,8 @@ SslPtr<EVP_PKEY> ParsePrivateKeyPem(absl::string_view pem, bool* not_rsa) {
 SslPtr<EVP_PKEY> ParsePublicKeyPem(absl::string_view pem) {
   absl::StatusOr<PemBlock> block = DecodePem(pem, {"PUBLIC KEY", "RSA PUBLIC KEY"}, kMaxPublicKeyDer);
   if (!block.ok()) return nullptr;
-  if (block->label == "RSA PUBLIC KEY") return RsaPublicFromPkcs1(block->der);
-  const auto* p = reinterpret_cast<const unsigned char*>(block->der.data());
+  if (block->label == "RSA PUBLIC KEY") return RsaPublicFromPkcs1(block->der.view());
+  const auto* p = reinterpret_cast<const unsigned char*>(block->der.view().data());
   const unsigned char* const end = p + block->der.size();
   SslPtr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(block->der.size())));
   if (p != end) return nullptr;
