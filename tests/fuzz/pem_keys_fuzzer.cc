@@ -1,5 +1,6 @@
 // Fuzz target: PEM and key loading (RsaPrivateKey::FromPem for the merchant
-// key, RsaPublicKey::FromPem and Certificate::FromPem for WeChat Pay's keys,
+// key, as its two steps ParsePemWithoutConsistencyCheck and CheckConsistency;
+// RsaPublicKey::FromPem and Certificate::FromPem for WeChat Pay's keys;
 // KeyRing::Builder over both).
 //
 // Input, by its first byte: 'k' private key, 'p' public key, 'c' certificate,
