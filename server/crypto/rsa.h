@@ -32,7 +32,8 @@ namespace palmgate::crypto {
 class RsaPublicKey {
  public:
   // Parses a PEM public key: SubjectPublicKeyInfo (`BEGIN PUBLIC KEY`, the form
-  // of a WeChat Pay public key) or PKCS#1 (`BEGIN RSA PUBLIC KEY`).
+  // of a WeChat Pay public key) or PKCS#1 (`BEGIN RSA PUBLIC KEY`), exactly one,
+  // in strict PEM armor (DecodePem in server/crypto/pem.h, at most 1 KiB of DER).
   // kInvalidArgument if it is not a PEM public key, or not RSA-2048.
   static absl::StatusOr<RsaPublicKey> FromPem(absl::string_view pem);
 
@@ -67,7 +68,19 @@ class RsaPrivateKey {
   // apiclient_key.pem) or PKCS#1 (the traditional "RSA" PEM label).
   // kInvalidArgument when the text holds no private key, when the key is not
   // RSA, or when its modulus is not 2048 bits. Messages never include key bytes.
+  // The text must hold exactly one such key, in strict PEM armor (DecodePem in
+  // server/crypto/pem.h: canonical base64, no headers, at most 4 KiB of DER).
+  // The key's parts must form a key pair (CheckConsistency).
   static absl::StatusOr<RsaPrivateKey> FromPem(absl::string_view pem);
+
+  // FromPem without CheckConsistency, a private-key operation (~5 ms, ~40 ms
+  // under ASan). For the fuzz target, which checks each distinct key it parses
+  // once; code that signs with the key uses FromPem.
+  static absl::StatusOr<RsaPrivateKey> ParsePemWithoutConsistencyCheck(absl::string_view pem);
+
+  // kInvalidArgument unless the key's parts belong together (n = p*q, d
+  // inverts e: OpenSSL's pairwise check).
+  absl::Status CheckConsistency() const;
 
   // Generates a fresh RSA-2048 key (for test keys and the sandbox's key generator).
   static absl::StatusOr<RsaPrivateKey> Generate();

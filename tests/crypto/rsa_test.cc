@@ -2,6 +2,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "server/crypto/base64.h"
 #include "tests/testing/test_matchers.h"
 #include "tests/testing/testdata.h"
@@ -174,6 +176,77 @@ TEST(CertificateTest, RefusesNegativeSerial) {
   absl::StatusOr<std::string> negative = IssueCertificate(spec, key->PublicKey(), *key, nullptr);
   ASSERT_THAT(negative, IsOk());
   EXPECT_THAT(Certificate::FromPem(*negative), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("negative")));
+}
+
+
+// The PEM text of `pem` with the last base64 digit before the padding changed
+// in a bit that decoding drops (non-canonical base64: same DER, other text).
+std::string WithNonCanonicalPadding(std::string pem) {
+  constexpr absl::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const size_t pad = pem.find('=');
+  if (pad == std::string::npos || pad == 0) return "";
+  pem[pad - 1] = kAlphabet[kAlphabet.find(pem[pad - 1]) ^ 1];
+  return pem;
+}
+
+// The armor around a key is read strictly (server/crypto/pem.h) before any
+// byte reaches OpenSSL; OpenSSL's own PEM reader took the first of two keys and
+// ignored the bits that canonical base64 leaves zero.
+TEST(RsaPrivateKeyTest, RefusesLooseArmor) {
+  const std::string pem = ReadTestData("keys/go_key_pkcs1.pem");
+  const std::string other = ReadTestData("vectors/go_key.pem");
+  ASSERT_THAT(RsaPrivateKey::FromPem(pem), IsOk());
+  EXPECT_THAT(RsaPrivateKey::FromPem(pem + other),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no PEM private key")));
+  const std::string non_canonical = WithNonCanonicalPadding(pem);
+  ASSERT_FALSE(non_canonical.empty());
+  EXPECT_THAT(RsaPrivateKey::FromPem(non_canonical), StatusIs(absl::StatusCode::kInvalidArgument));
+  std::string header = pem;
+  header.insert(header.find('\n') + 1, "Comment: a header line\n");
+  EXPECT_THAT(RsaPrivateKey::FromPem(header), StatusIs(absl::StatusCode::kInvalidArgument));
+  std::string mismatched = pem;
+  mismatched.replace(mismatched.find("END RSA PRIVATE KEY"), 19, "END PRIVATE KEY");
+  EXPECT_THAT(RsaPrivateKey::FromPem(mismatched), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(RsaPrivateKey::FromPem(ReadTestData("keys/rsa3072_key.pem") + "\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RSA-3072")));
+}
+
+// What RFC 7468 allows around the block still loads: explanatory text, a
+// certificate in the same file, CR LF line ends.
+TEST(RsaPrivateKeyTest, AcceptsTextAndOtherBlocksAroundTheKey) {
+  const std::string pem = ReadTestData("keys/go_key_pkcs1.pem");
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey key, RsaPrivateKey::FromPem(pem));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(
+      RsaPrivateKey with_cert,
+      RsaPrivateKey::FromPem(absl::StrCat("Bag Attributes\n", ReadTestData("vectors/go_cert.pem"), pem, "\n")));
+  EXPECT_TRUE(with_cert.PublicKey().Equals(key.PublicKey()));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey crlf, RsaPrivateKey::FromPem(absl::StrReplaceAll(pem, {{"\n", "\r\n"}})));
+  EXPECT_TRUE(crlf.PublicKey().Equals(key.PublicKey()));
+}
+
+TEST(RsaPublicKeyTest, RefusesLooseArmor) {
+  const std::string pem = ReadTestData("vectors/go_pub.pem");
+  ASSERT_THAT(RsaPublicKey::FromPem(pem), IsOk());
+  EXPECT_THAT(RsaPublicKey::FromPem(pem + ReadTestData("keys/rsa1024_pub.pem")),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  const std::string non_canonical = WithNonCanonicalPadding(ReadTestData("keys/ec_pub.pem"));
+  ASSERT_FALSE(non_canonical.empty());
+  EXPECT_THAT(RsaPublicKey::FromPem(non_canonical),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no PEM public key")));
+}
+
+// FromPem = ParsePemWithoutConsistencyCheck + CheckConsistency; the fuzz target
+// uses the parts so that its per-input path holds no private-key operation.
+TEST(RsaPrivateKeyTest, ConsistencyIsASeparateCheck) {
+  std::string pem = ReadTestData("keys/go_key_pkcs1.pem");
+  const std::string modulus_part = "Gtjcquw4HNxJQUOmDeJf2vg6byms9RUipiq4SzbJKqJFlUpbuIPDpSpWz10PYmyC";
+  pem.replace(pem.find(modulus_part), modulus_part.size(),
+              "Gtjcquw4HNxJQUOmDeJf2vg6byms9RUipiBNlKIAwwHICEgnj1PDpSpWz10PYmyC");
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey key, RsaPrivateKey::ParsePemWithoutConsistencyCheck(pem));
+  EXPECT_THAT(key.CheckConsistency(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inconsistent")));
+  PALMGATE_ASSERT_OK_AND_ASSIGN(RsaPrivateKey good,
+                                RsaPrivateKey::ParsePemWithoutConsistencyCheck(ReadTestData("vectors/go_key.pem")));
+  EXPECT_THAT(good.CheckConsistency(), IsOk());
 }
 
 }  // namespace

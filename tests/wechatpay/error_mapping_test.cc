@@ -187,6 +187,35 @@ TEST(ErrorTest, PayloadRoundTripsAndSurvivesInvalidUtf8) {
   EXPECT_EQ(GetReason(absl::InternalError("plain")), ErrorReason::kUnspecified);
 }
 
+// Texts come back from the payload as valid UTF-8 of the size they had, so a
+// field bounded before MakeError stays within its bound (the JSON payload this
+// replaced turned each stray byte into U+FFFD, three bytes), and every field
+// survives unchanged.
+TEST(ErrorTest, PayloadKeepsSizesAndEveryField) {
+  UpstreamError e;
+  e.reason = ErrorReason::kResponseSignatureInvalid;
+  e.http_status = 200;
+  e.wechatpay_code = "C:1";
+  e.wechatpay_message = "消息 12:34";
+  e.detail_json = R"({"a":"b:c"})";
+  e.request_id = std::string(60, 'R') + "\xff\xfe\xc3!";
+  e.request_id_dropped = "";
+  e.serial = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+  e.field = "openid";
+  e.retry_after = absl::Milliseconds(-1500);
+  absl::Status s = MakeError(absl::StatusCode::kInternal, "m", e);
+  std::optional<UpstreamError> back = GetUpstreamError(s);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->request_id.size(), e.request_id.size());
+  EXPECT_TRUE(IsValidUtf8(back->request_id));
+  back->request_id = e.request_id;
+  EXPECT_EQ(*back, e);
+  absl::Status garbage = absl::InternalError("x");
+  garbage.SetPayload("type.palmgate.dev/palmgate.wechatpay.UpstreamError", absl::Cord("1;2:17"));
+  EXPECT_FALSE(GetUpstreamError(garbage).has_value());
+  EXPECT_EQ(GetReason(garbage), ErrorReason::kUnspecified);
+}
+
 // Found by fuzzing (tests/fuzz/corpus/error_body/crash-utf8-cut-at-512-bytes): a
 // message over the 512-byte bound was cut inside a character, leaving invalid
 // UTF-8 for the ErrorInfo metadata (proto3 strings) and, once replaced, more
