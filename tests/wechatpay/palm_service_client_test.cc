@@ -350,7 +350,7 @@ TEST_F(PalmServiceClientTest, GatewaysOwnConnectionLineNeverCountsAgainstTheSite
     openid_of[transport_.sent().back().id] = openid;
   }
   ASSERT_EQ(transport_.sent().size(), static_cast<size_t>(kCalls));
-  const ScriptedTransport::Sent& first = transport_.sent().front();
+  const ScriptedTransport::Sent first = transport_.sent().front();  // sent() returns a copy
   EXPECT_EQ(first.request.timeout, absl::Seconds(1));  // the attempt's own limit, from leaving the line
   EXPECT_EQ(first.request.budget, absl::Seconds(2));   // the call's cap, time in line included
   // The primary answers every running transfer 0.6 s after it left the line.
