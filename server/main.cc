@@ -386,7 +386,6 @@ int Run() {
             .Add("address", absl::StrCat(metrics_listen.substr(0, metrics_listen.rfind(':')), ":", metrics->port()))
             .Add("path", "/metrics"));
   }
-  std::cout << "LISTENING " << host << ":" << port << std::endl;
   Log(LogLevel::kInfo, "palmgate serving",
       LogFields()
           .Add("address", absl::StrCat(host, ":", port))
@@ -397,6 +396,8 @@ int Run() {
           .Add("open_files_limit", open_files.soft)  // -1: unlimited
           .Add("open_files_limit_hard", open_files.hard)
           .Add("open_files_limit_at_start", open_files.soft_at_start));
+  // After the log line: whoever waits for LISTENING finds "palmgate serving" in the log already.
+  std::cout << "LISTENING " << host << ":" << port << std::endl;
   // Client connections beyond the descriptor limit are shed one by one at
   // accept (tcp_listener.h); a cap below it sheds them before upstream
   // connections and key reloads run out of descriptors.
